@@ -1,0 +1,158 @@
+"""``segstudio <command>``: a thin command line over the engine.
+
+Commands: ``studio`` (open the browser studio), ``models`` (which model weights are present and where
+they belong), ``info`` (what a dataset folder holds). Errors a user can cause print one line naming
+the problem and exit with status 2; nothing prints a traceback for them.
+
+The ``studio`` command lives in the ``studio`` package, which plugs itself in through the
+``segstudio.ui`` entry point: the engine never imports the UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from core.errors import StudioError
+
+EXIT_USAGE = 2
+
+
+def add_studio_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``segstudio studio`` (and ``python launch.py``)."""
+    parser.add_argument("--data", metavar="DIR", help="dataset folder (default: the bundled samples, opened as a workspace copy)")
+    parser.add_argument("--workspace", metavar="DIR", help="where the working copy and new outputs go")
+    parser.add_argument("--reset-workspace", action="store_true",
+                        help="start from a fresh copy of the bundled samples (the old copy is moved aside)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: 7860 or the next free one)")
+    parser.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    parser.add_argument("--auth", metavar="USER:PASS", help="require this user name and password")
+    parser.add_argument("--allow-downloads", action="store_true",
+                        help="let the model registry download missing weights from the Hugging Face Hub")
+    parser.add_argument("--models", metavar="DIR", help="local models folder (default $SEGSTUDIO_MODELS or ~/.cache/segstudio/models)")
+    parser.add_argument("--no-browser", action="store_true", help="accepted for compatibility; the browser is never opened")  # fmt: skip
+
+
+def apply_environment(args: argparse.Namespace) -> None:
+    """Turn process-wide options into the environment variables the engine reads."""
+    if getattr(args, "allow_downloads", False):
+        os.environ["SEGSTUDIO_ALLOW_DOWNLOADS"] = "1"
+    if getattr(args, "models", None):
+        os.environ["SEGSTUDIO_MODELS"] = os.path.abspath(os.path.expanduser(args.models))
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """``"user:pass"`` -> ``("user", "pass")``.
+
+    Raises:
+        InvalidInput: when the value has no colon or an empty part.
+    """
+    from core.errors import InvalidInput
+
+    if value is None:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise InvalidInput(f"--auth expects USER:PASS with both parts non-empty, got {value!r}")
+    return user, password
+
+
+def _run_studio(args: argparse.Namespace) -> int:
+    from importlib.metadata import entry_points
+
+    found = list(entry_points(group="segstudio.ui", name="studio"))
+    if not found:
+        print("error: the studio UI is not installed; run `pip install -e .` in the SegStudio folder", file=sys.stderr)
+        return EXIT_USAGE
+    serve = found[0].load()
+    return int(serve(args) or 0)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from core.models import default_registry, models_dir
+
+    statuses = default_registry().statuses()
+    if args.json:
+        rows = [{"id": s.spec.id, "repo_id": s.spec.repo_id, "task": s.spec.task, "state": s.state,
+                 "folder": str(s.folder), "missing": list(s.missing), "files": s.spec.file_list()} for s in statuses]  # fmt: skip
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"models folder: {models_dir()}  (set SEGSTUDIO_MODELS or --models to change it)")
+    width = max(len(s.spec.id) for s in statuses)
+    for status in statuses:
+        print(f"{status.spec.id:<{width}}  {status.state:<9}  {status.spec.task:<14}  {status.folder}")
+        if not status.available:
+            print(f"{'':<{width}}  needs: {status.spec.file_list()}")
+    return 0
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from core.io.dataset import open_dataset
+
+    dataset = open_dataset(args.dir)
+    labelled = sum(1 for s in dataset.samples if s.has_label_map)
+    boxes = sum(len(s.boxes) for s in dataset.samples)
+    summary = {
+        "root": str(dataset.root), "layout": dataset.layout, "classes": dataset.classes.name,
+        "n_classes": len(dataset.classes), "samples": len(dataset), "with_label_map": labelled,
+        "boxes": boxes, "problems": dataset.problems,
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{dataset.root}: {dataset.layout} layout, {len(dataset)} samples, {labelled} with label maps, "
+          f"{boxes} boxes, class set {dataset.classes.name!r} ({len(dataset.classes)} classes)")  # fmt: skip
+    for problem in dataset.problems:
+        print(f"  problem: {problem}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``segstudio`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="segstudio", description="Annotation and augmentation studio for semantic segmentation.")  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    studio = sub.add_parser("studio", help="open the studio in the browser")
+    add_studio_arguments(studio)
+    studio.set_defaults(handler=_run_studio)
+
+    models = sub.add_parser("models", help="list the registered models, their status and where their weights go")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    models.add_argument("--models", metavar="DIR", help="local models folder")
+    models.set_defaults(handler=_run_models)
+
+    info = sub.add_parser("info", help="summarise a dataset folder")
+    info.add_argument("dir", metavar="DIR")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(handler=_run_info)
+    return parser
+
+
+def run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Call a command handler, turning a :class:`StudioError` into a one-line message and status 2."""
+    try:
+        apply_environment(args)
+        return handler(args)
+    except StudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``segstudio`` console script."""
+    args = build_parser().parse_args(argv)
+    return run(args.handler, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Errors raised by the engine.
+
+Every error a user can cause is a :class:`StudioError` whose message names the bad value and what
+would have been accepted. The studio shows the message as it is (never a traceback); the command
+line prints it and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class StudioError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class InvalidInput(StudioError, ValueError):
+    """An argument, file or setting is malformed, out of range or contradictory."""
+
+
+class ImageLoadError(InvalidInput):
+    """An image or label-map file cannot be read as what it claims to be."""
+
+
+class ModelUnavailable(StudioError):
+    """A model's weights are not where the registry looks, and downloads are not allowed."""
+
+
+class Cancelled(StudioError):
+    """Long-running work stopped because its cancel token was set."""

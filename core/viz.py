@@ -1,0 +1,113 @@
+"""Drawing label maps and boxes for people: colour renderings, overlays, box outlines, legends."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from core.errors import InvalidInput
+from core.types import Box, ClassSet
+
+
+def colorize(label_map: np.ndarray, classes: ClassSet) -> np.ndarray:
+    """Render a label map in the class set's colours.
+
+    Args:
+        label_map: ``H x W uint8`` class indices.
+
+    Returns:
+        ``H x W x 3 uint8`` RGB.
+    """
+    return classes.palette()[np.asarray(label_map, dtype=np.uint8)]
+
+
+def overlay(
+    image: np.ndarray,
+    label_map: np.ndarray | None,
+    classes: ClassSet,
+    opacity: float = 0.5,
+    *,
+    skip_background: bool = True,
+) -> np.ndarray:
+    """Blend a label map's colours over its image.
+
+    Args:
+        image: ``H x W x 3 uint8`` RGB.
+        label_map: ``H x W uint8`` class indices of the same size, or ``None`` (image returned as is).
+        opacity: weight of the class colours in ``[0, 1]``.
+        skip_background: leave class 0 pixels untinted (the usual VOC background).
+
+    Returns:
+        ``H x W x 3 uint8`` RGB.
+
+    Raises:
+        InvalidInput: opacity out of range, or image and label map of different sizes.
+    """
+    if not 0.0 <= float(opacity) <= 1.0:
+        raise InvalidInput(f"overlay opacity {opacity} is out of range; accepted: 0 to 1")
+    if label_map is None or opacity == 0:
+        return np.array(image, dtype=np.uint8, copy=True)
+    if label_map.shape != image.shape[:2]:
+        raise InvalidInput(
+            f"label map is {label_map.shape[1]}x{label_map.shape[0]} but the image is "
+            f"{image.shape[1]}x{image.shape[0]}; they must be the same size"
+        )
+    tint = colorize(label_map, classes).astype(np.float32)
+    alpha = np.full(label_map.shape, float(opacity), dtype=np.float32)
+    if skip_background:
+        alpha[label_map == 0] = 0.0
+    out = image.astype(np.float32) * (1.0 - alpha[..., None]) + tint * alpha[..., None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has no sized default font
+        return ImageFont.load_default()
+
+
+def draw_boxes(image: np.ndarray, boxes: list[Box], classes: ClassSet, *, width: int | None = None) -> np.ndarray:
+    """Draw box outlines with class-name tags in the class colours.
+
+    Args:
+        image: ``H x W x 3 uint8`` RGB.
+        boxes: half-open pixel boxes; parts outside the image are clipped.
+
+    Returns:
+        a new ``H x W x 3 uint8`` RGB image.
+    """
+    height, width_px = image.shape[:2]
+    canvas = Image.fromarray(np.ascontiguousarray(image))
+    draw = ImageDraw.Draw(canvas)
+    line = width or max(2, round(max(height, width_px) / 250))
+    font = _font(max(12, round(max(height, width_px) / 40)))
+    for box in boxes:
+        try:
+            clipped = box.clip(width_px, height)
+        except InvalidInput:
+            continue
+        color = classes.color_of(box.label) if box.label < len(classes) else (255, 0, 255)
+        draw.rectangle((clipped.x0, clipped.y0, clipped.x1 - 1, clipped.y1 - 1), outline=color, width=line)
+        name = classes.names[box.label] if box.label < len(classes) else f"class {box.label}"
+        left, top, right, bottom = draw.textbbox((0, 0), name, font=font)
+        tag_h = bottom - top + 4
+        tag_y = clipped.y0 - tag_h if clipped.y0 >= tag_h else clipped.y0
+        draw.rectangle((clipped.x0, tag_y, clipped.x0 + right - left + 6, tag_y + tag_h), fill=color)
+        text_color = (0, 0, 0) if sum(color) > 382 else (255, 255, 255)
+        draw.text((clipped.x0 + 3, tag_y + 2 - top), name, fill=text_color, font=font)
+    return np.asarray(canvas).copy()
+
+
+def class_shares(label_map: np.ndarray, classes: ClassSet) -> dict[int, float]:
+    """Share of the map's pixels per class present (ignore pixels counted under the ignore index).
+
+    Args:
+        label_map: ``H x W uint8``.
+
+    Returns:
+        class index -> fraction in ``(0, 1]``, summing to 1.
+    """
+    counts = np.bincount(np.asarray(label_map, dtype=np.uint8).ravel(), minlength=256)
+    total = counts.sum()
+    return {int(i): float(counts[i] / total) for i in np.flatnonzero(counts)}

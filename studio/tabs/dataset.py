@@ -1,0 +1,256 @@
+"""The Dataset tab: browse samples as thumbnails (filtered by class), open one, see its label map
+overlaid with adjustable opacity, its boxes, and a legend in the dataset's colours."""
+
+from __future__ import annotations
+
+import html
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from core.errors import StudioError
+from core.io.dataset import load_sample_label_map
+from core.io.images import load_image
+from core.io.index import label_classes
+from core.io.thumbs import ensure_thumbnail
+from core.types import ClassSet, Sample
+from core.viz import class_shares, draw_boxes, overlay
+from studio.errors import shows_errors
+
+if TYPE_CHECKING:
+    from studio.app import StudioContext
+
+PAGE_SIZE = 48
+DISPLAY_MAX_SIDE = 2048
+_CACHE_SIZE = 6
+
+
+class _ArrayCache:
+    """A tiny LRU of decoded arrays keyed by file path and modification time."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: OrderedDict[tuple, object] = OrderedDict()
+
+    def get(self, key: tuple, make):
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = make()
+        self._items[key] = value
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return value
+
+
+_images = _ArrayCache(_CACHE_SIZE)
+_labels = _ArrayCache(_CACHE_SIZE)
+
+
+def _stamp(path: Path | None) -> tuple:
+    return (str(path), path.stat().st_mtime_ns) if path is not None and path.exists() else (str(path), 0)
+
+
+def sample_arrays(ctx: StudioContext, sample: Sample) -> tuple[np.ndarray, np.ndarray | None]:
+    """The sample's image (``H x W x 3 uint8``) and label map (``H x W uint8`` or ``None``), cached."""
+    image = _images.get(_stamp(sample.image_path), lambda: load_image(sample.image_path))
+    label = _labels.get(
+        _stamp(sample.label_path) + (image.shape[:2],),
+        lambda: load_sample_label_map(ctx.dataset, sample, image.shape[:2]),
+    )
+    return image, label
+
+
+# ---- gallery -----------------------------------------------------------------------------
+
+
+def class_filter_choices(ctx: StudioContext) -> list[tuple[str, str]]:
+    """Dropdown choices ``("person (3)", "person")`` for classes present in the dataset, by count."""
+    counts: dict[int, int] = {}
+    by_labels = label_classes(ctx.dataset)
+    for sample in ctx.dataset.samples:
+        for index in sample.box_classes() | by_labels.get(sample.id, set()):
+            counts[index] = counts.get(index, 0) + 1
+    names = ctx.dataset.classes.names
+    ordered = sorted(counts, key=lambda i: (-counts[i], names[i]))
+    return [(f"{names[i]} ({counts[i]})", names[i]) for i in ordered if i < len(names)]
+
+
+def _caption(sample: Sample, present: set[int], classes: ClassSet) -> str:
+    names = [classes.names[i] for i in sorted(present) if i != 0 and i < len(classes)]
+    return f"{sample.id} · {', '.join(names) if names else 'no classes yet'}"
+
+
+def _placeholder(text: str) -> np.ndarray:
+    from PIL import ImageDraw
+
+    canvas = Image.new("RGB", (256, 192), (60, 60, 60))
+    ImageDraw.Draw(canvas).text((12, 84), text, fill=(240, 200, 200))
+    return np.asarray(canvas)
+
+
+def gallery_page(ctx: StudioContext, class_names: list[str] | None, page: int) -> tuple[list, list[str], str, int]:
+    """One page of the filtered gallery.
+
+    Returns:
+        ``(items, ids, info, page)``: gallery items ``(thumbnail, caption)``, the sample ids in the same
+        order, a one-line summary, and the page actually shown (clamped).
+    """
+    classes = ctx.dataset.classes
+    wanted = [classes.index_of(name) for name in class_names or []]
+    by_labels = label_classes(ctx.dataset)
+    matches = ctx.dataset.filter_by_classes(wanted, by_labels)
+    pages = max(1, -(-len(matches) // PAGE_SIZE))
+    page = min(max(int(page or 0), 0), pages - 1)
+    shown = matches[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
+    items: list = []
+    for sample in shown:
+        caption = _caption(sample, sample.box_classes() | by_labels.get(sample.id, set()), classes)
+        try:
+            items.append((str(ensure_thumbnail(ctx.dataset, sample)), caption))
+        except StudioError:
+            items.append((_placeholder(f"{sample.id}: unreadable image"), caption))
+    filt = f" containing {', '.join(class_names)}" if class_names else ""
+    info = f"{len(matches)} of {len(ctx.dataset)} samples{filt} · page {page + 1} of {pages}"
+    return items, [s.id for s in shown], info, page
+
+
+# ---- one sample --------------------------------------------------------------------------
+
+
+def legend_html(classes: ClassSet, shares: dict[int, float], box_counts: dict[int, int]) -> str:
+    """An HTML legend: a colour swatch per class present, with pixel share and box count."""
+    indices = sorted(set(shares) | set(box_counts))
+    if not indices:
+        return "<div class='legend'>No classes: this sample has neither a label map nor boxes yet.</div>"
+    items = []
+    for index in indices:
+        color = classes.color_of(index) if index == classes.ignore_index or index < len(classes) else (255, 0, 255)
+        name = "ignore" if index == classes.ignore_index else classes.names[index]
+        details = []
+        if index in shares:
+            details.append(f"{100 * shares[index]:.1f}% px")
+        if box_counts.get(index):
+            details.append(f"{box_counts[index]} box{'es' if box_counts[index] > 1 else ''}")
+        items.append(
+            f"<span class='item' data-class='{html.escape(name)}'><span class='swatch' style='background: rgb{color}'></span>"
+            f"{html.escape(name)} <small>({', '.join(details)})</small></span>"
+        )
+    return "<div class='legend'>" + "".join(items) + "</div>"
+
+
+def _fit_for_display(image: np.ndarray) -> np.ndarray:
+    """Downscale very large renderings so the browser stays responsive (display only)."""
+    height, width = image.shape[:2]
+    scale = DISPLAY_MAX_SIDE / max(height, width)
+    if scale >= 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+
+
+def render_sample(ctx: StudioContext, sample_id: str, opacity: float, show_boxes: bool) -> tuple[np.ndarray, str, str]:
+    """The sample's image with its label map overlaid and boxes drawn.
+
+    Returns:
+        ``(view, details, legend)``: ``H x W x 3 uint8`` rendering, a Markdown summary and the legend HTML.
+    """
+    sample = ctx.dataset.get(sample_id)
+    classes = ctx.dataset.classes
+    image, label = sample_arrays(ctx, sample)
+    view = overlay(image, label, classes, float(opacity))
+    if show_boxes and sample.boxes:
+        view = draw_boxes(view, sample.boxes, classes)
+    shares = class_shares(label, classes) if label is not None else {}
+    shares.pop(0, None) if len(shares) > 1 else None
+    box_counts: dict[int, int] = {}
+    for box in sample.boxes:
+        box_counts[box.label] = box_counts.get(box.label, 0) + 1
+    height, width = image.shape[:2]
+    split = f" · split {', '.join(sample.split)}" if sample.split else ""
+    label_note = "label map" if label is not None else "no label map yet"
+    details = (
+        f"**{sample.id}** · {width}×{height} · {len(sample.boxes)} box{'es' if len(sample.boxes) != 1 else ''} · "
+        f"{label_note}{split}  \n`{sample.image_path.name}`"
+    )
+    return _fit_for_display(view), details, legend_html(classes, shares, box_counts)
+
+
+def problems_markdown(ctx: StudioContext) -> str:
+    problems = ctx.dataset.problems
+    if not problems:
+        return ""
+    shown = "\n".join(f"- {html.escape(p)}" for p in problems[:50])
+    more = f"\n- … and {len(problems) - 50} more" if len(problems) > 50 else ""
+    return f"{len(problems)} entries could not be read and were skipped (nothing was changed on disk):\n{shown}{more}"
+
+
+# ---- layout and events -------------------------------------------------------------------
+
+
+def build(ctx: StudioContext, demo: gr.Blocks) -> None:
+    """Lay out the Dataset tab inside the current Blocks context and wire its events."""
+    page = gr.State(0)
+    page_ids = gr.State([])
+    selected = gr.State(None)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            class_filter = gr.Dropdown(
+                choices=[], value=[], multiselect=True, label="Show samples containing every class of",
+                elem_id="class-filter",
+            )  # fmt: skip
+            with gr.Row():
+                prev_button = gr.Button("◀ Previous", size="sm", min_width=80)
+                page_info = gr.Markdown(elem_id="page-info")
+                next_button = gr.Button("Next ▶", size="sm", min_width=80)
+            gallery = gr.Gallery(
+                label="Samples", columns=3, height=560, allow_preview=False, object_fit="cover",
+                elem_id="sample-gallery", interactive=False,
+            )  # fmt: skip
+            with gr.Accordion("File problems", open=False, visible=bool(ctx.dataset.problems)):
+                gr.Markdown(problems_markdown(ctx))
+        with gr.Column(scale=3, min_width=420):
+            details = gr.Markdown("Pick a sample on the left.", elem_id="sample-details")
+            view = gr.Image(label="Image · label map · boxes", type="numpy", interactive=False, elem_id="sample-view",
+                            height=520, buttons=["download", "fullscreen"])  # fmt: skip
+            with gr.Row():
+                opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Label map opacity", elem_id="opacity")
+                show_boxes = gr.Checkbox(value=True, label="Show boxes", elem_id="show-boxes")
+            legend = gr.HTML(elem_id="legend")
+
+    @shows_errors
+    def show_page(class_names: list[str], wanted_page: int):
+        items, ids, info, actual = gallery_page(ctx, class_names, wanted_page)
+        return items, ids, info, actual
+
+    @shows_errors
+    def on_load():
+        items, ids, info, actual = gallery_page(ctx, [], 0)
+        return gr.Dropdown(choices=class_filter_choices(ctx), value=[]), items, ids, info, actual
+
+    @shows_errors
+    def on_select(evt: gr.SelectData, ids: list[str], alpha: float, boxes: bool):
+        if evt.index is None or not (0 <= int(evt.index) < len(ids)):
+            raise gr.Error("That thumbnail is no longer on this page; pick another.")
+        sample_id = ids[int(evt.index)]
+        return (sample_id, *render_sample(ctx, sample_id, alpha, boxes))
+
+    @shows_errors
+    def on_view_change(sample_id: str | None, alpha: float, boxes: bool):
+        if sample_id is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        return render_sample(ctx, sample_id, alpha, boxes)
+
+    page_outputs = [gallery, page_ids, page_info, page]
+    demo.load(on_load, outputs=[class_filter, *page_outputs])
+    class_filter.change(lambda names: show_page(names, 0), inputs=class_filter, outputs=page_outputs)
+    prev_button.click(lambda names, p: show_page(names, p - 1), inputs=[class_filter, page], outputs=page_outputs)
+    next_button.click(lambda names, p: show_page(names, p + 1), inputs=[class_filter, page], outputs=page_outputs)
+    gallery.select(on_select, inputs=[page_ids, opacity, show_boxes], outputs=[selected, view, details, legend])
+    opacity.change(on_view_change, inputs=[selected, opacity, show_boxes], outputs=[view, details, legend],
+                   trigger_mode="always_last", show_progress="hidden")  # fmt: skip
+    show_boxes.change(on_view_change, inputs=[selected, opacity, show_boxes], outputs=[view, details, legend])

@@ -23,17 +23,27 @@ EXIT_USAGE = 2
 
 def add_studio_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``segstudio studio`` (and ``python launch.py``)."""
-    parser.add_argument("--data", metavar="DIR", help="dataset folder (default: the bundled samples, opened as a workspace copy)")
+    parser.add_argument(
+        "--data", metavar="DIR", help="dataset folder (default: the bundled samples, opened as a workspace copy)"
+    )
     parser.add_argument("--workspace", metavar="DIR", help="where the working copy and new outputs go")
-    parser.add_argument("--reset-workspace", action="store_true",
-                        help="start from a fresh copy of the bundled samples (the old copy is moved aside)")
+    parser.add_argument(
+        "--reset-workspace",
+        action="store_true",
+        help="start from a fresh copy of the bundled samples (the old copy is moved aside)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=None, help="port (default: 7860 or the next free one)")
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
     parser.add_argument("--auth", metavar="USER:PASS", help="require this user name and password")
-    parser.add_argument("--allow-downloads", action="store_true",
-                        help="let the model registry download missing weights from the Hugging Face Hub")
-    parser.add_argument("--models", metavar="DIR", help="local models folder (default $SEGSTUDIO_MODELS or ~/.cache/segstudio/models)")
+    parser.add_argument(
+        "--allow-downloads",
+        action="store_true",
+        help="let the model registry download missing weights from the Hugging Face Hub",
+    )
+    parser.add_argument(
+        "--models", metavar="DIR", help="local models folder (default $SEGSTUDIO_MODELS or ~/.cache/segstudio/models)"
+    )
     parser.add_argument("--no-browser", action="store_true", help="accepted for compatibility; the browser is never opened")  # fmt: skip
 
 

@@ -83,7 +83,9 @@ class ModelSpec:
 
     def file_list(self) -> str:
         """The required files as people read them: ``a, b (or c)``."""
-        return ", ".join(rule[0] + (f" (or {' or '.join(rule[1:])})" if len(rule) > 1 else "") for rule in self.required_files)
+        return ", ".join(
+            rule[0] + (f" (or {' or '.join(rule[1:])})" if len(rule) > 1 else "") for rule in self.required_files
+        )
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ class ModelStatus:
         spec = self.spec
         return (
             f"model {spec.id!r} ({spec.repo_id}) is not installed: put {spec.file_list()} into {self.folder}/ "
-            f"(for example with `huggingface-cli download {spec.repo_id} --local-dir {self.folder}` on a machine "
+            f"(for example with `hf download {spec.repo_id} --local-dir {self.folder}` on a machine "
             f"with internet access, then copy the folder here), or start SegStudio with --allow-downloads"
         )
 
@@ -254,7 +256,9 @@ class ModelRegistry:
         self._download(status.spec, status.folder)
         status = self.status(model_id)
         if not status.available:
-            raise ModelUnavailable(f"download of {status.spec.repo_id} finished but {', '.join(status.missing)} are still missing")
+            raise ModelUnavailable(
+                f"download of {status.spec.repo_id} finished but {', '.join(status.missing)} are still missing"
+            )
         return status.folder
 
     @staticmethod

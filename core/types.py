@@ -459,7 +459,9 @@ class Dataset:
             shown = ", ".join(self.ids[:8]) + (" ..." if len(self.ids) > 8 else "")
             raise InvalidInput(f"no sample {sample_id!r} in {self.root}; samples: {shown}") from None
 
-    def filter_by_classes(self, class_indices: Iterable[int], label_classes: dict[str, set[int]] | None = None) -> list[Sample]:
+    def filter_by_classes(
+        self, class_indices: Iterable[int], label_classes: dict[str, set[int]] | None = None
+    ) -> list[Sample]:
         """Samples holding every class in ``class_indices``, by their boxes and, where given, by
         ``label_classes`` (sample id -> classes present in its label map)."""
         wanted = set(class_indices)

@@ -67,7 +67,9 @@ def _copy_bundled(target: Path, reset: bool) -> None:
     os.replace(staging, target)
 
 
-def prepare_workspace(data: str | Path | None = None, workspace: str | Path | None = None, *, reset: bool = False) -> Workspace:
+def prepare_workspace(
+    data: str | Path | None = None, workspace: str | Path | None = None, *, reset: bool = False
+) -> Workspace:
     """Resolve the dataset and output folders for a studio or command-line session.
 
     Args:

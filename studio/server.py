@@ -29,7 +29,10 @@ def serve_from_args(args: argparse.Namespace) -> int:
     if workspace.is_copy:
         print(f"SegStudio: the bundled samples are opened as a working copy at {workspace.dataset_root}", flush=True)
     else:
-        print(f"SegStudio: dataset {workspace.dataset_root} (previous versions of edited files go to .segstudio/history/)", flush=True)
+        print(
+            f"SegStudio: dataset {workspace.dataset_root} (previous versions of edited files go to .segstudio/history/)",
+            flush=True,
+        )
     print(f"SegStudio: new outputs go to {workspace.output_root}", flush=True)
     demo = build_app(config)
     demo.queue(default_concurrency_limit=4)

@@ -106,6 +106,7 @@ def write_with_history(root: Path, path: Path, write: Callable[[Path], None]) ->
     Returns:
         where the previous version was kept, or ``None`` for a new file.
     """
+    _relative_to_root(Path(root), Path(path))
     kept = keep_previous_version(root, path)
     atomic_write(Path(path), write)
     return kept

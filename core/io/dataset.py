@@ -110,7 +110,9 @@ def _read_voc(root: Path) -> Dataset:
             continue
         sample_id = image_path.stem
         if sample_id in samples:
-            problems.append(f"{image_path}: skipped, {samples[sample_id].image_path.name} has the same id {sample_id!r}")
+            problems.append(
+                f"{image_path}: skipped, {samples[sample_id].image_path.name} has the same id {sample_id!r}"
+            )
             continue
         samples[sample_id] = _annotated_sample(root, sample_id, image_path, classes, problems)
     splits = voc.read_image_sets(root)
@@ -131,7 +133,9 @@ def _read_image_folder(root: Path) -> Dataset:
             continue
         sample_id = relative.with_suffix("").as_posix()
         if sample_id in samples:
-            problems.append(f"{image_path}: skipped, {samples[sample_id].image_path.name} has the same id {sample_id!r}")
+            problems.append(
+                f"{image_path}: skipped, {samples[sample_id].image_path.name} has the same id {sample_id!r}"
+            )
             continue
         samples[sample_id] = _annotated_sample(root, sample_id, image_path, classes, problems)
     return Dataset(root, "images", classes, list(samples.values()), problems)
@@ -195,7 +199,9 @@ def load_sample_image(sample: Sample) -> np.ndarray:
     return load_image(sample.image_path)
 
 
-def load_sample_label_map(dataset: Dataset, sample: Sample, image_hw: tuple[int, int] | None = None) -> np.ndarray | None:
+def load_sample_label_map(
+    dataset: Dataset, sample: Sample, image_hw: tuple[int, int] | None = None
+) -> np.ndarray | None:
     """The sample's label map, ``H x W uint8``, checked against its image size; ``None`` when it has none.
 
     Args:

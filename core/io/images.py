@@ -33,7 +33,9 @@ def max_pixels() -> int:
     try:
         value = int(float(raw))
     except ValueError:
-        raise InvalidInput(f"SEGSTUDIO_MAX_PIXELS={raw!r} is not a number; give a pixel count such as 100000000") from None
+        raise InvalidInput(
+            f"SEGSTUDIO_MAX_PIXELS={raw!r} is not a number; give a pixel count such as 100000000"
+        ) from None
     if value <= 0:
         raise InvalidInput(f"SEGSTUDIO_MAX_PIXELS={raw!r} must be positive")
     return value
@@ -170,7 +172,7 @@ def thumbnail(path: str | Path, max_side: int = 256) -> np.ndarray:
 
 
 def _describe_values(values: np.ndarray, counts: np.ndarray, limit: int = 12) -> str:
-    parts = [f"{int(v)} ({int(c)} px)" for v, c in zip(values[:limit], counts[:limit])]
+    parts = [f"{int(v)} ({int(c)} px)" for v, c in zip(values[:limit], counts[:limit], strict=True)]
     more = f" and {len(values) - limit} more" if len(values) > limit else ""
     return ", ".join(parts) + more
 
@@ -248,9 +250,7 @@ def _colors_to_indices(rgb: np.ndarray, classes: ClassSet, path: Path) -> np.nda
     return table[inverse].reshape(packed.shape)
 
 
-def load_label_map(
-    path: str | Path, classes: ClassSet, *, expected_size: tuple[int, int] | None = None
-) -> np.ndarray:
+def load_label_map(path: str | Path, classes: ClassSet, *, expected_size: tuple[int, int] | None = None) -> np.ndarray:
     """Read a label map (palette PNG, greyscale PNG, or colour-coded RGB PNG in the set's colours).
 
     Args:

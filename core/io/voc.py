@@ -90,7 +90,7 @@ def voc_xml(image_name: str, size: tuple[int, int], boxes: list[Box], classes: C
         ET.SubElement(obj, "difficult").text = "0"
         bnd = ET.SubElement(obj, "bndbox")
         x0, y0, x1, y1 = box.to_inclusive()
-        for key, value in zip(("xmin", "ymin", "xmax", "ymax"), (x0 + 1, y0 + 1, x1 + 1, y1 + 1)):
+        for key, value in zip(("xmin", "ymin", "xmax", "ymax"), (x0 + 1, y0 + 1, x1 + 1, y1 + 1), strict=True):
             ET.SubElement(bnd, key).text = str(value)
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=False) + b"\n"

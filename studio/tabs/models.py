@@ -17,12 +17,12 @@ if TYPE_CHECKING:
 def _row(status: ModelStatus) -> str:
     spec = status.spec
     css = "available" if status.available else "unavailable"
-    needs = "" if status.available else f"<br><small>{html.escape(status.install_message())}</small>"
+    title = "" if status.available else f" title='{html.escape(status.install_message(), quote=True)}'"
     return (
-        f"<tr class='{css}' data-model='{html.escape(spec.id)}'>"
+        f"<tr class='{css}' data-model='{html.escape(spec.id)}'{title}>"
         f"<td><b>{html.escape(spec.id)}</b><br><small>{html.escape(spec.description)}</small></td>"
         f"<td>{html.escape(spec.task)}</td>"
-        f"<td><span class='status-{status.state}'>{status.state}</span>{needs}</td>"
+        f"<td><span class='status-{status.state}'>{status.state}</span></td>"
         f"<td><code>{html.escape(str(status.folder))}</code><br><small>{html.escape(spec.file_list())}</small></td>"
         f"<td>{html.escape(spec.download_size)}</td></tr>"
     )
@@ -35,7 +35,9 @@ def models_html(ctx: StudioContext) -> str:
     downloads = "allowed" if downloads_allowed() else "off (start with --allow-downloads to fetch missing weights)"
     head = (
         f"<p>{available} of {len(statuses)} models available · models folder <code>{html.escape(str(models_dir()))}</code>"
-        f" · downloads {downloads}</p>"
+        f" · downloads {downloads}</p><p>To install a model, put the files listed beside it into its folder, for "
+        "example with <code>hf download REPO --local-dir FOLDER</code> on a machine with internet access and then "
+        "copying the folder here. Hover a greyed row for the exact instruction.</p>"
     )
     rows = "".join(_row(s) for s in statuses)
     return (

@@ -1,0 +1,38 @@
+"""Take the README's screenshots of the studio in headless Chromium.
+
+    python -m tests.make_screenshots
+
+Starts the studio on the bundled samples (in a temporary workspace), drives it like a user and
+writes PNGs to ``assets/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+from tests.browser import PROJECT_ROOT, chromium_page, running_studio
+
+OUT = PROJECT_ROOT / "assets" / "screenshots"
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    workspace = tempfile.mkdtemp(prefix="segstudio-shots-")
+    with running_studio("--workspace", workspace) as url, chromium_page(1400, 900) as page:
+        page.goto(url)
+        thumbs = page.locator("#sample-gallery .thumbnail-item")
+        thumbs.first.wait_for(timeout=30_000)
+        thumbs.nth(0).click()
+        page.locator("#sample-view img").first.wait_for(timeout=30_000)
+        page.locator("#legend .item").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(OUT / "dataset.png"))
+        page.get_by_role("tab", name="Models").click()
+        page.locator("#models-table tr").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(OUT / "models.png"))
+    print(f"wrote {', '.join(str(p.relative_to(PROJECT_ROOT)) for p in sorted(OUT.glob('*.png')))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -28,6 +28,7 @@ def overlay(
     opacity: float = 0.5,
     *,
     skip_background: bool = True,
+    outline: bool = True,
 ) -> np.ndarray:
     """Blend a label map's colours over its image.
 
@@ -36,6 +37,8 @@ def overlay(
         label_map: ``H x W uint8`` class indices of the same size, or ``None`` (image returned as is).
         opacity: weight of the class colours in ``[0, 1]``.
         skip_background: leave class 0 pixels untinted (the usual VOC background).
+        outline: draw the borders between classes in full colour so that regions stay visible at low
+            opacity and over similarly coloured objects.
 
     Returns:
         ``H x W x 3 uint8`` RGB.
@@ -56,8 +59,26 @@ def overlay(
     alpha = np.full(label_map.shape, float(opacity), dtype=np.float32)
     if skip_background:
         alpha[label_map == 0] = 0.0
+    if outline:
+        alpha[class_borders(label_map) & (alpha > 0)] = 1.0
     out = image.astype(np.float32) * (1.0 - alpha[..., None]) + tint * alpha[..., None]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def class_borders(label_map: np.ndarray) -> np.ndarray:
+    """Pixels whose right or lower neighbour holds another label, ``H x W bool`` (a 1-pixel border).
+
+    Args:
+        label_map: ``H x W`` integer labels.
+    """
+    borders = np.zeros(label_map.shape, dtype=bool)
+    horizontal = label_map[:, 1:] != label_map[:, :-1]
+    vertical = label_map[1:, :] != label_map[:-1, :]
+    borders[:, :-1] |= horizontal
+    borders[:, 1:] |= horizontal
+    borders[:-1, :] |= vertical
+    borders[1:, :] |= vertical
+    return borders
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -81,7 +102,7 @@ def draw_boxes(image: np.ndarray, boxes: list[Box], classes: ClassSet, *, width:
     canvas = Image.fromarray(np.ascontiguousarray(image))
     draw = ImageDraw.Draw(canvas)
     line = width or max(2, round(max(height, width_px) / 250))
-    font = _font(max(12, round(max(height, width_px) / 40)))
+    font = _font(max(14, round(max(height, width_px) / 30)))
     for box in boxes:
         try:
             clipped = box.clip(width_px, height)
@@ -90,12 +111,12 @@ def draw_boxes(image: np.ndarray, boxes: list[Box], classes: ClassSet, *, width:
         color = classes.color_of(box.label) if box.label < len(classes) else (255, 0, 255)
         draw.rectangle((clipped.x0, clipped.y0, clipped.x1 - 1, clipped.y1 - 1), outline=color, width=line)
         name = classes.names[box.label] if box.label < len(classes) else f"class {box.label}"
-        left, top, right, bottom = draw.textbbox((0, 0), name, font=font)
-        tag_h = bottom - top + 4
+        _, _, text_w, text_h = draw.textbbox((0, 0), name, font=font, anchor="lt")
+        tag_h = text_h + 6
         tag_y = clipped.y0 - tag_h if clipped.y0 >= tag_h else clipped.y0
-        draw.rectangle((clipped.x0, tag_y, clipped.x0 + right - left + 6, tag_y + tag_h), fill=color)
+        draw.rectangle((clipped.x0, tag_y, clipped.x0 + text_w + 8, tag_y + tag_h), fill=color)
         text_color = (0, 0, 0) if sum(color) > 382 else (255, 255, 255)
-        draw.text((clipped.x0 + 3, tag_y + 2 - top), name, fill=text_color, font=font)
+        draw.text((clipped.x0 + 4, tag_y + 3), name, fill=text_color, font=font, anchor="lt")
     return np.asarray(canvas).copy()
 
 

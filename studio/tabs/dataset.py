@@ -209,13 +209,13 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> None:
                 next_button = gr.Button("Next ▶", size="sm", min_width=80)
             gallery = gr.Gallery(
                 label="Samples", columns=3, height=560, allow_preview=False, object_fit="cover",
-                elem_id="sample-gallery", interactive=False,
+                elem_id="sample-gallery", interactive=False, buttons=[],
             )  # fmt: skip
             with gr.Accordion("File problems", open=False, visible=bool(ctx.dataset.problems)):
                 gr.Markdown(problems_markdown(ctx))
         with gr.Column(scale=3, min_width=420):
             details = gr.Markdown("Pick a sample on the left.", elem_id="sample-details")
-            view = gr.Image(label="Image · label map · boxes", type="numpy", interactive=False, elem_id="sample-view",
+            view = gr.Image(label="Image · label map · boxes", show_label=False, type="numpy", interactive=False, elem_id="sample-view",
                             height=520, buttons=["download", "fullscreen"])  # fmt: skip
             with gr.Row():
                 opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Label map opacity", elem_id="opacity")

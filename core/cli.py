@@ -121,6 +121,25 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_eval_boxes(args: argparse.Namespace) -> int:
+    from core.refine.evaluate import evaluate_boxes
+    from core.refine.refiner import RefineSettings
+
+    settings = RefineSettings(args.method)
+    report = evaluate_boxes(args.dir, settings, limit=args.limit)
+    summary = report.summary()
+    if not args.json:
+        for score in report.scores:
+            print(f"{score.name:<16} IoU {score.iou:.3f}  error in box {100 * score.err_in_box:5.1f}%  "
+                  f"{1000 * sum(score.seconds):7.0f} ms")  # fmt: skip
+    print(f"{summary['method']}: {summary['n']} images, mean IoU {summary['miou']:.3f}, error inside the box "
+          f"{100 * summary['err_in_box']:.1f}%, seconds per box mean {summary['sec_mean']:.3f} median "
+          f"{summary['sec_median']:.3f}")  # fmt: skip
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``segstudio`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="segstudio", description="Annotation and augmentation studio for semantic segmentation.")  # fmt: skip
@@ -134,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print JSON")
     models.add_argument("--models", metavar="DIR", help="local models folder")
     models.set_defaults(handler=_run_models)
+
+    from core.refine.methods import METHODS
+
+    evaluate = sub.add_parser("eval-boxes", help="measure box -> mask quality and speed against ground-truth masks")
+    evaluate.add_argument("dir", metavar="DIR", help="folder with images/, masks/ and boxes.csv (or a VOC folder)")
+    evaluate.add_argument("--method", default="auto", choices=list(METHODS), help="refinement method (default auto)")
+    evaluate.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+    evaluate.add_argument("--json", action="store_true", help="print only the summary, as one JSON line")
+    evaluate.set_defaults(handler=_run_eval_boxes)
 
     info = sub.add_parser("info", help="summarise a dataset folder")
     info.add_argument("dir", metavar="DIR")

@@ -64,8 +64,8 @@ class ModelSpec:
         id: the registry id used in the studio and on the command line.
         repo_id: the Hugging Face repository holding the weights (also the sub-folder of the models dir).
         task: what the model is for (``box-prompt``, ``edge-detector``, ``captioner``, ``controlnet``, ...).
-        loader: ``"module:Class"`` whose ``from_pretrained(folder, **loader_kwargs)`` loads it, or a
-            callable ``loader(folder, policy)``.
+        loader: ``"module:Class"`` whose ``from_pretrained(folder, **loader_kwargs)`` loads it,
+            ``"module:function"`` or a callable, called as ``loader(folder, policy)``.
         required_files: file paths relative to the folder; each entry lists alternatives.
         loader_kwargs: extra keyword arguments for ``from_pretrained``.
         description: one line for people.
@@ -150,6 +150,8 @@ def _generic_load(spec: ModelSpec, folder: Path, policy: DevicePolicy) -> Any:
     """``Class.from_pretrained(folder)`` for a ``"module:Class"`` loader, moved to the policy's device."""
     module_name, _, class_name = str(spec.loader).partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
+    if not hasattr(cls, "from_pretrained"):  # a loader function of our own: loader(folder, policy)
+        return cls(folder, policy)
     kwargs = dict(spec.loader_kwargs)
     if module_name.split(".")[0] in ("transformers", "diffusers"):
         kwargs.setdefault("local_files_only", True)
@@ -351,8 +353,8 @@ def default_specs() -> list[ModelSpec]:
     """The models SegStudio knows out of the box."""
     return [
         ModelSpec(
-            "sam-vit-base", "facebook/sam-vit-base", "box-prompt", "transformers:SamModel",
-            (("config.json",), TRANSFORMERS_WEIGHTS, ("preprocessor_config.json",)),
+            "sam-vit-base", "facebook/sam-vit-base", "box-prompt", "core.refine.sam:load_sam",
+            (("config.json",), TRANSFORMERS_WEIGHTS, ("preprocessor_config.json", "processor_config.json")),
             description="Segment Anything (ViT-B): box prompt -> mask", download_size="375 MB",
         ),
         _annotator("hed", "HEDdetector", ("ControlNetHED.pth",), "HED soft edges (controlnet-aux)"),

@@ -25,6 +25,8 @@ from core.refine.graph import HARD, band_cut, contrast_beta, contrast_weights, g
 from core.types import Box
 
 COLOR_SPACES = ("lab", "rgb")
+MODEL_SAMPLES_PER_SCALE = 6000  # pixels per side used to re-estimate the colour models at each step
+MAX_UPSAMPLING_STEP = 4.0  # the full-resolution step climbs at most this factor at a time
 CONVERGED_FRACTION = 0.0005  # stop iterating once fewer pixels than this share change label
 MIN_REFINABLE_AREA = 16  # boxes smaller than this many pixels are returned filled: too few pixels to model
 
@@ -209,7 +211,11 @@ def segment_working(crop: np.ndarray, box_in_crop: np.ndarray, params: GrabCutPa
 
 
 def finish_full_resolution(cut: WorkingCut, foreground: np.ndarray, params: GrabCutParams) -> np.ndarray:
-    """Step 3: upsample a working-size segmentation and re-decide a band around its boundary.
+    """Step 3: bring a working-size segmentation to full resolution, edge-aware.
+
+    Climbs in steps of at most 4x: at each step the mask is upsampled and only a band of
+    ``params.band`` (previous-step) pixels around its boundary is re-decided by a graph cut on that
+    step's colours, with the colour models frozen. Steps keep the band thin on large photos.
 
     Args:
         foreground: ``hs x ws bool`` working-size segmentation (``cut.foreground`` or a refinement of it).
@@ -217,25 +223,62 @@ def finish_full_resolution(cut: WorkingCut, foreground: np.ndarray, params: Grab
     Returns:
         ``h x w bool`` segmentation of the full-resolution crop, inside the box only.
     """
+    height, width = cut.box_in_crop.shape
+    scale, mask = cut.scale, foreground
+    while scale < 1.0:
+        next_scale = min(1.0, scale * MAX_UPSAMPLING_STEP)
+        if next_scale >= 1.0:
+            colors_img, box_mask = cut.crop, cut.box_in_crop
+        else:
+            size = (max(1, round(width * next_scale)), max(1, round(height * next_scale)))
+            colors_img = _resize(cut.crop, size, area=True)
+            box_mask = _resize(cut.box_in_crop.astype(np.uint8), size, area=False) > 0
+        shape = box_mask.shape
+        upsampled = _resize(mask.astype(np.float32), (shape[1], shape[0]), area=False) > 0.5
+        radius = int(np.ceil(params.band * next_scale / scale))
+        mask = _band_refine(cut, colors_img, box_mask, upsampled, radius, params.gamma * next_scale, params)
+        scale = next_scale
+    return mask & cut.box_in_crop
+
+
+def _models_at_scale(cut: WorkingCut, colors: np.ndarray, labels: np.ndarray) -> tuple[ColorGMM, ColorGMM]:
+    """The colour models re-estimated (one hard-EM step) on a sample of this scale's pixels.
+
+    Downsampling averages pixel noise away, so models fitted small are too narrow for full-resolution
+    colours; one step on the larger scale's own pixels restores their spread, components unchanged.
+    """
+    rng = np.random.default_rng(0)
+    models = []
+    for model, side in ((cut.fg_model, labels), (cut.bg_model, ~labels)):
+        index = np.flatnonzero(side)
+        if len(index) < 4 * len(model.weights):
+            models.append(model)
+            continue
+        if len(index) > MODEL_SAMPLES_PER_SCALE:
+            index = rng.choice(index, MODEL_SAMPLES_PER_SCALE, replace=False)
+        models.append(model.refit(colors[index].astype(np.float64)))
+    return models[0], models[1]
+
+
+def _band_refine(
+    cut: WorkingCut, colors_img: np.ndarray, box_mask: np.ndarray, upsampled: np.ndarray, radius: int,
+    gamma: float, params: GrabCutParams,
+) -> np.ndarray:  # fmt: skip
+    """Re-decide the pixels within ``radius`` of the boundary of ``upsampled`` (``h x w bool``)."""
     import cv2
 
-    height, width = cut.box_in_crop.shape
-    if cut.scale >= 1.0:
-        return foreground & cut.box_in_crop
-    upsampled = _resize(foreground.astype(np.float32), (width, height), area=False) > 0.5
-    radius = int(np.ceil(params.band / cut.scale))
     if radius < 1:
-        return upsampled & cut.box_in_crop
+        return upsampled & box_mask
     kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
     as_u8 = upsampled.astype(np.uint8)
-    free = (cv2.dilate(as_u8, kernel) != cv2.erode(as_u8, kernel)) & cut.box_in_crop
-    colors = cut.crop.reshape(-1, 3)
+    free = (cv2.dilate(as_u8, kernel) != cv2.erode(as_u8, kernel)) & box_mask
+    colors = colors_img.reshape(-1, 3)
+    fg_model, bg_model = _models_at_scale(cut, colors, upsampled.ravel())
     free_colors = colors[free.ravel()].astype(np.float64)
-    cost_fg = ColorGMM.negative_log_likelihood(cut.fg_model.component_log_likelihood(free_colors))
-    cost_bg = ColorGMM.negative_log_likelihood(cut.bg_model.component_log_likelihood(free_colors))
-    refined = band_cut(colors, (height, width), upsampled, free, cost_fg, cost_bg, params.gamma, cut.beta,
-                       params.connectivity)  # fmt: skip
-    return refined & cut.box_in_crop
+    cost_fg = ColorGMM.negative_log_likelihood(fg_model.component_log_likelihood(free_colors))
+    cost_bg = ColorGMM.negative_log_likelihood(bg_model.component_log_likelihood(free_colors))
+    refined = band_cut(colors, box_mask.shape, upsampled, free, cost_fg, cost_bg, gamma, cut.beta, params.connectivity)
+    return refined & box_mask
 
 
 def prepare_crop(

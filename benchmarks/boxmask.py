@@ -76,11 +76,11 @@ def time_big(settings: RefineSettings, image: np.ndarray, box: Box, repeats: int
 def time_big_opencv(data: Path, limit_s: float) -> float | None:
     """The anchor on the 3 MP box, in a subprocess stopped after ``limit_s`` (None when it ran out)."""
     code = (
-        "import sys, time; sys.path.insert(0, %r); from benchmarks.boxmask import big_photo; "
+        f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.boxmask import big_photo; "
         "from core.refine.grabcut import opencv_grabcut; from pathlib import Path; "
-        "image, box = big_photo(Path(%r)); t = time.perf_counter(); opencv_grabcut(image, box, 5); "
+        f"image, box = big_photo(Path({str(data)!r})); t = time.perf_counter(); opencv_grabcut(image, box, 5); "
         "print(time.perf_counter() - t)"
-    ) % (str(ROOT), str(data))
+    )
     try:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=limit_s, check=True)
     except subprocess.TimeoutExpired:

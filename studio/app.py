@@ -17,6 +17,7 @@ from core.io.dataset import open_dataset
 from core.models import ModelRegistry, default_registry
 from core.types import Dataset
 from core.workspace import Workspace, prepare_workspace
+from studio.tabs import annotate as annotate_tab
 from studio.tabs import dataset as dataset_tab
 from studio.tabs import models as models_tab
 
@@ -90,6 +91,8 @@ def build_app(config: StudioConfig) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Dataset", id="dataset"):
                 dataset_tab.build(ctx, demo)
+            with gr.Tab("Annotate", id="annotate"):
+                demo.annotate = annotate_tab.build(ctx, demo)  # type: ignore[attr-defined]
             with gr.Tab("Models", id="models"):
                 models_tab.build(ctx, demo)
     demo.studio_context = ctx  # type: ignore[attr-defined]

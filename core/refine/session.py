@@ -162,10 +162,10 @@ class AnnotationSession:
         height, width = self.shape
         label_map = self.base.copy()
         refined = [e for e in entries if e.refined]
-        for entry in refined:  # a refined box replaces its class inside the box
+        for entry in refined:  # a refined box replaces its class (and the old void band) inside the box
             b = entry.box
             region = label_map[b.y0 : b.y1, b.x0 : b.x1]
-            region[region == b.label] = 0
+            region[(region == b.label) | (region == self.classes.ignore_index)] = 0
         for index in paint_order([e.box for e in refined], self.overlap):
             entry = refined[index]
             label_map[entry.full_mask(height, width)] = entry.box.label

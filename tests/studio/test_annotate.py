@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.errors import InvalidInput
+from core.types import Box
+from studio.app import StudioConfig, build_app
+from studio.session_store import SessionStore
+from studio.tabs.annotate import ERASE, IGNORE, brush_index, stroke_from_editor
+
+
+@pytest.fixture
+def controller(samples_copy):
+    return build_app(StudioConfig.for_data(samples_copy)).annotate
+
+
+def test_annotator_boxes_are_clipped_and_bad_ones_dropped_with_a_reason(controller):
+    value = {"boxes": [
+        {"xmin": 10, "ymin": 20, "xmax": 110.4, "ymax": 90, "label": "cat"},
+        {"xmin": -50, "ymin": 5, "xmax": 30, "ymax": 40, "label": "dog"},
+        {"xmin": 900, "ymin": 900, "xmax": 950, "ymax": 950, "label": "cat"},
+        {"xmin": 5, "ymin": 5, "xmax": 40, "ymax": 40, "label": "unicorn"},
+        {"xmin": 5, "ymin": 5, "xmax": 5.5, "ymax": 40, "label": "cat"},
+    ]}  # fmt: skip
+    boxes, problems = controller.boxes_from_annotator(value, "person", (300, 451))
+    assert boxes == [Box(10, 20, 111, 90, 8), Box(0, 5, 30, 40, 12)]
+    assert len(problems) == 2 and "outside the 451x300 image" in problems[0] and "unicorn" in problems[1]
+
+
+def test_session_per_browser_session_and_annotator_value(controller):
+    a = controller.session("tab-a", "chelsea")
+    assert controller.session("tab-a", "chelsea") is a
+    assert controller.session("tab-b", "chelsea") is not a
+    value = controller.annotator_value(a, 0.5)
+    assert value["image"].shape == (300, 451, 3)
+    assert value["boxes"][0]["label"] == "cat" and value["boxes"][0]["xmax"] == a.entries[0].box.x1
+    with pytest.raises(InvalidInput, match="no sample 'nope'"):
+        controller.session("tab-a", "nope")
+
+
+def test_compare_returns_overlays_disagreement_and_iou(controller):
+    session = controller.session(None, "chelsea")
+    gallery, table = controller.compare(session, ["grabcut-fast", "grabcut"])
+    assert len(gallery) == 3 and "disagreement" in gallery[2][1]
+    rows = table.value["data"]
+    assert rows[0][0] == "grabcut-fast" and float(rows[0][1]) == 1.0 and 0.5 < float(rows[0][2]) <= 1.0
+    with pytest.raises(InvalidInput, match="two or three"):
+        controller.compare(session, ["grabcut"])
+
+
+def test_methods_without_weights_are_marked(controller):
+    labels = dict((value, label) for label, value in controller.method_choices())
+    assert labels["sam"] == "sam (weights missing)" and labels["auto"] == "auto"
+
+
+def test_brush_choices_and_strokes_from_the_editor(controller):
+    classes = controller.classes
+    assert brush_index(classes, ERASE) == 0 and brush_index(classes, IGNORE) == 255 and brush_index(classes, "cat") == 8
+    layer = np.zeros((150, 225, 4), np.uint8)
+    layer[10:20, 10:20, 3] = 255
+    stroke = stroke_from_editor({"background": None, "layers": [layer], "composite": None}, (300, 451))
+    assert stroke.shape == (300, 451) and stroke.sum() > 300 and stroke[30, 30]
+    assert not stroke_from_editor(None, (4, 4)).any()
+
+
+def test_session_store_keeps_unsaved_work_and_frees_closed_sessions():
+    store = SessionStore(per_session=2, keep=lambda v: v == "dirty")
+    store.put("s", "a", "dirty")
+    store.put("s", "b", "clean")
+    store.put("s", "c", "clean")
+    assert store.peek("s", "a") == "dirty" and store.peek("s", "b") is None
+    assert store.get("s", "c", lambda: "new") == "clean"
+    store.drop("s")
+    assert store.sessions() == []

@@ -1,0 +1,86 @@
+"""Annotating in a real browser: draw a box, refine, brush, compare, save, check the file on disk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.io.dataset import load_sample_label_map, open_dataset
+from tests.browser import CHROMIUM, chromium_page, running_studio
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (Debian package `chromium`; .ci/run installs it)"
+    ),
+]
+
+
+def _status(page) -> str:
+    return page.locator("#annotate-status").inner_text()
+
+
+def _wait_status(page, text: str, timeout: int = 60_000) -> None:
+    page.wait_for_function(
+        "(t) => document.querySelector('#annotate-status').innerText.includes(t)", arg=text, timeout=timeout
+    )
+
+
+def _drag(page, locator, start, end):
+    box = locator.bounding_box()
+    x0, y0 = box["x"] + box["width"] * start[0], box["y"] + box["height"] * start[1]
+    x1, y1 = box["x"] + box["width"] * end[0], box["y"] + box["height"] * end[1]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=10)
+    page.mouse.up()
+
+
+def test_draw_refine_brush_compare_and_save(samples_copy, tmp_path):
+    with (
+        running_studio("--data", str(samples_copy), "--workspace", str(tmp_path / "ws")) as url,
+        chromium_page(1400, 1100) as page,
+    ):
+        page.goto(url)
+        page.get_by_role("tab", name="Annotate").click()
+        page.locator("#annotate-sample input").click()
+        page.get_by_role("option", name="grace_hopper").click()
+        _wait_status(page, "grace_hopper · 1 boxes, 0 refined")
+
+        # draw a second box over the middle of the picture: it is refined at once
+        page.locator('#annotator button[aria-label="Create box"]').click()
+        _drag(page, page.locator("#annotator canvas").first, (0.4, 0.3), (0.6, 0.6))
+        _wait_status(page, "2 boxes, 2 refined")
+
+        # refine all with OpenCV's GrabCut, then undo and redo it
+        page.locator("#annotate-method input").click()
+        page.get_by_role("option", name="grabcut", exact=True).click()
+        page.locator("#refine-all").click()
+        _wait_status(page, "refine all boxes (grabcut)")
+        page.locator("#undo").click()
+        _wait_status(page, "last step: edit boxes")
+        page.locator("#redo").click()
+        _wait_status(page, "refine all boxes (grabcut)")
+
+        # a touch-up
+        page.locator("#touch-fill_holes").click()
+        page.wait_for_timeout(1500)
+
+        # compare two methods on these boxes
+        page.locator("#compare").get_by_text("Compare methods").click()
+        page.locator("#compare-run").click()
+        page.locator("#compare-gallery .thumbnail-item").nth(2).wait_for(timeout=60_000)
+        assert "IoU" in page.locator("#compare-iou").inner_text()
+
+        # save: the label map on disk holds the person class inside the drawn box
+        page.locator("#save").click()
+        page.wait_for_function("document.querySelector('#save-status').innerText.includes('Saved')", timeout=30_000)
+        _wait_status(page, "· saved ·")
+
+    dataset = open_dataset(samples_copy)
+    sample = dataset.get("grace_hopper")
+    assert len(sample.boxes) == 2
+    label = load_sample_label_map(dataset, sample)
+    drawn = sample.boxes[1] if sample.boxes[0].area > sample.boxes[1].area else sample.boxes[0]
+    inside = label[drawn.y0 : drawn.y1, drawn.x0 : drawn.x1]
+    assert (inside == 15).mean() > 0.5 and set(np.unique(label)) <= {0, 15, 255}

@@ -13,6 +13,8 @@ from gradio_image_annotation import image_annotator
 from core.errors import InvalidInput, StudioError
 from core.io.dataset import load_sample_image, load_sample_label_map
 from core.refine.compare import compare_methods
+from core.refine.densecrf import DenseCRFParams
+from core.refine.grabcut import GrabCutParams
 from core.refine.methods import METHODS
 from core.refine.refiner import BoxRefiner, RefineSettings
 from core.refine.session import AnnotationSession
@@ -130,22 +132,37 @@ class AnnotateController:
             shares.pop(0, None)
         return legend_html(self.classes, shares, counts)
 
-    def settings(self, method: str) -> RefineSettings:
-        return RefineSettings(method or "auto")
+    def settings(self, method: str, params: dict | None = None) -> RefineSettings:
+        """Settings for a method with the parameters set in the tab (see :func:`settings_from_controls`)."""
+        return settings_from_controls(method or "auto", params or {})
+
+    def box_choices(self, session: AnnotationSession) -> list[tuple[str, int]]:
+        """``("#1 person (15, 12)-(365, 512) · grabcut-fast", 0)`` per box, for the box picker."""
+        out = []
+        for index, entry in enumerate(session.entries):
+            b = entry.box
+            state = entry.method if entry.refined else "not refined"
+            out.append(
+                (f"#{index + 1} {self.classes.names[b.label]} ({b.x0}, {b.y0})-({b.x1}, {b.y1}) · {state}", index)
+            )
+        return out
 
     def outputs(self, session: AnnotationSession, sample_id: str, opacity: float):
-        return self.annotator_value(session, opacity), self.status(session, sample_id), self.legend(session)
+        """The annotator value, status line, legend and box-picker update after any change."""
+        choices = self.box_choices(session)
+        picker = gr.Dropdown(choices=choices, value=choices[-1][1] if choices else None)
+        return self.annotator_value(session, opacity), self.status(session, sample_id), self.legend(session), picker
 
     # ---- actions ---------------------------------------------------------------------------
 
-    def compare(self, session: AnnotationSession, methods: list[str]):
+    def compare(self, session: AnnotationSession, methods: list[str], params: dict | None = None):
         """Side-by-side overlays per method, the disagreement map, and pairwise IoU rows."""
         if not 2 <= len(methods) <= 3:
             raise InvalidInput(f"pick two or three methods to compare, got {len(methods)}")
         boxes = [e.box for e in session.entries]
         if not boxes:
             raise InvalidInput("draw at least one box to compare methods on")
-        result = compare_methods(self.refiner, session.image, boxes, [self.settings(m) for m in methods],
+        result = compare_methods(self.refiner, session.image, boxes, [self.settings(m, params) for m in methods],
                                  overlap=session.overlap)  # fmt: skip
         gallery = [(overlay(session.image, lm, self.classes, 0.6), f"{name} · {sec:.2f} s")
                    for name, lm, sec in zip(result.names, result.label_maps, result.seconds, strict=True)]  # fmt: skip
@@ -164,6 +181,7 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> AnnotateController:
     default_class = "person" if "person" in object_classes else object_classes[0]
     ids = ctx.dataset.ids
     sample_state = gr.State(None)
+    params_state = gr.State({})
 
     with gr.Row():
         sample = gr.Dropdown(choices=ids, value=None, label="Sample", elem_id="annotate-sample", scale=2)
@@ -192,6 +210,9 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> AnnotateController:
                 refine_all = gr.Button("Refine all boxes", variant="primary", elem_id="refine-all")
                 undo = gr.Button("↶ Undo", elem_id="undo")
                 redo = gr.Button("↷ Redo", elem_id="redo")
+            with gr.Row():
+                box_pick = gr.Dropdown(choices=[], label="Box", elem_id="box-pick", scale=3)
+                refine_one = gr.Button("Refine this box", elem_id="refine-one", scale=1)
             save = gr.Button("Save label map and boxes", variant="primary", elem_id="save")
             saved = gr.Markdown(elem_id="save-status")
             with gr.Accordion("Touch-up", open=True):
@@ -214,6 +235,21 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> AnnotateController:
                 with gr.Row():
                     apply_brush = gr.Button("Apply strokes", size="sm", elem_id="apply-brush")
                     clear_edits = gr.Button("Clear manual edits", size="sm")
+            with gr.Accordion("Method parameters", open=False, elem_id="method-params"):
+                controls = {
+                    "iterations": gr.Slider(1, 20, value=6, step=1, label="GrabCut iterations (grabcut-fast)"),
+                    "working_size": gr.Slider(
+                        0, 640, value=160, step=40, label="Working size, px (0 = full resolution)"
+                    ),
+                    "center_prior": gr.Slider(0, 10, value=3, step=0.5, label="Centre prior strength"),
+                    "opencv_iterations": gr.Slider(1, 20, value=5, step=1, label="OpenCV GrabCut iterations"),
+                    "crf_iterations": gr.Slider(1, 20, value=5, step=1, label="CRF iterations"),
+                    "bilateral_sxy": gr.Slider(5, 200, value=60, step=5, label="CRF appearance kernel width (px)"),
+                    "bilateral_srgb": gr.Slider(1, 50, value=10, step=1, label="CRF appearance kernel colour width"),
+                    "bilateral_compat": gr.Slider(0, 20, value=5, step=0.5, label="CRF appearance kernel weight"),
+                    "gaussian_sxy": gr.Slider(1, 20, value=3, step=1, label="CRF smoothness kernel width (px)"),
+                    "gaussian_compat": gr.Slider(0, 20, value=3, step=0.5, label="CRF smoothness kernel weight"),
+                }
             with gr.Accordion("Options", open=False):
                 overlap = gr.Radio(
                     ["smaller", "larger", "order"], value="smaller", label="Where masks overlap, who wins"
@@ -230,7 +266,7 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> AnnotateController:
             label="IoU between methods (object pixels)", elem_id="compare-iou", interactive=False
         )
 
-    view_outputs = [annotator, status, legend]
+    view_outputs = [annotator, status, legend, box_pick]
     state_outputs = [*view_outputs, editor]
 
     def _session(request: gr.Request, sample_id: str) -> AnnotationSession:
@@ -243,33 +279,43 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> AnnotateController:
     @shows_errors
     def on_sample(sample_id: str, alpha: float, request: gr.Request):
         if not sample_id:
-            return None, gr.skip(), "Pick a sample, then draw boxes on the image.", "", gr.skip()
+            return None, gr.skip(), "Pick a sample, then draw boxes on the image.", "", gr.skip(), gr.skip()
         session = _session(request, sample_id)
         return sample_id, *controller.outputs(session, sample_id, alpha), _editor_value(session)
 
     @shows_errors
     def on_boxes(value: dict | None, sample_id: str | None, cls: str, meth: str, auto: bool, alpha: float,
-                 request: gr.Request, progress=gr.Progress()):  # fmt: skip
+                 params: dict, request: gr.Request, progress=gr.Progress()):  # fmt: skip
         if not sample_id or value is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         session = _session(request, sample_id)
         boxes, problems = controller.boxes_from_annotator(value, cls, session.shape)
         for problem in problems:
             gr.Warning(html.escape(problem))
         if boxes == [e.box for e in session.entries] and not problems:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()  # our own update echoing back
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()  # our own update echoing back
         progress(None, desc="refining")
         try:
-            session.set_boxes(boxes, refine=auto, settings=controller.settings(meth))
+            session.set_boxes(boxes, refine=auto, settings=controller.settings(meth, params))
         except StudioError as exc:  # keep the drawing usable: warn and show the last good state
             gr.Warning(html.escape(str(exc)))
         return (*controller.outputs(session, sample_id, alpha), _editor_value(session))
 
     @shows_errors
-    def on_refine_all(sample_id: str | None, meth: str, alpha: float, request: gr.Request, progress=gr.Progress()):
+    def on_refine_all(sample_id: str | None, meth: str, alpha: float, params: dict, request: gr.Request,
+                      progress=gr.Progress()):  # fmt: skip
         session = _session(request, sample_id or "")
         progress(None, desc=f"refining {len(session.entries)} boxes with {meth}")
-        session.refine(settings=controller.settings(meth))
+        session.refine(settings=controller.settings(meth, params))
+        return (*controller.outputs(session, sample_id, alpha), _editor_value(session))
+
+    @shows_errors
+    def on_refine_one(sample_id: str | None, index: int | None, meth: str, alpha: float, params: dict,
+                      request: gr.Request):  # fmt: skip
+        session = _session(request, sample_id or "")
+        if index is None:
+            raise InvalidInput("pick a box in the Box list first")
+        session.refine([int(index)], settings=controller.settings(meth, params))
         return (*controller.outputs(session, sample_id, alpha), _editor_value(session))
 
     def _step(action):
@@ -299,7 +345,7 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> AnnotateController:
     @shows_errors
     def on_options(rule: str, band: float, sample_id: str | None, alpha: float, request: gr.Request):
         if not sample_id:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         session = _session(request, sample_id)
         session.set_options(overlap=rule, ignore_band=int(band))
         return (*controller.outputs(session, sample_id, alpha), _editor_value(session))
@@ -324,10 +370,11 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> AnnotateController:
         return message, *controller.outputs(session, sample_id, alpha), _editor_value(session)
 
     @shows_errors
-    def on_compare(sample_id: str | None, methods: list[str], request: gr.Request, progress=gr.Progress()):
+    def on_compare(sample_id: str | None, methods: list[str], params: dict, request: gr.Request,
+                   progress=gr.Progress()):  # fmt: skip
         session = _session(request, sample_id or "")
         progress(None, desc="running " + ", ".join(methods))
-        return controller.compare(session, methods)
+        return controller.compare(session, methods, params)
 
     def on_unload(request: gr.Request):
         controller.store.drop(getattr(request, "session_hash", None))
@@ -336,9 +383,14 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> AnnotateController:
     sample.change(on_sample, inputs=[sample, opacity], outputs=[sample_state, *view_outputs, editor])
     new_class.change(lambda c: image_annotator(label_list=[c] + [n for n in object_classes if n != c]),
                      inputs=new_class, outputs=annotator)  # fmt: skip
-    annotator.change(on_boxes, inputs=[annotator, sample_state, new_class, method, auto_refine, opacity],
+    for name, control in controls.items():
+        control.change(_param_setter(name), inputs=[params_state, control], outputs=params_state)
+    annotator.change(on_boxes, inputs=[annotator, sample_state, new_class, method, auto_refine, opacity, params_state],
                      outputs=state_outputs, trigger_mode="always_last", **refine_kwargs)  # fmt: skip
-    refine_all.click(on_refine_all, inputs=[sample_state, method, opacity], outputs=state_outputs, **refine_kwargs)
+    refine_all.click(on_refine_all, inputs=[sample_state, method, opacity, params_state], outputs=state_outputs,
+                     **refine_kwargs)  # fmt: skip
+    refine_one.click(on_refine_one, inputs=[sample_state, box_pick, method, opacity, params_state], outputs=state_outputs,
+                     **refine_kwargs)  # fmt: skip
     undo.click(_step(lambda s: s.undo()), inputs=[sample_state, opacity], outputs=state_outputs)
     redo.click(_step(lambda s: s.redo()), inputs=[sample_state, opacity], outputs=state_outputs)
     clear_edits.click(_step(lambda s: s.clear_edits()), inputs=[sample_state, opacity], outputs=state_outputs)
@@ -350,10 +402,38 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> AnnotateController:
     ignore_band.release(on_options, inputs=[overlap, ignore_band, sample_state, opacity], outputs=state_outputs)
     opacity.release(on_opacity, inputs=[sample_state, opacity], outputs=annotator)
     save.click(on_save, inputs=[sample_state, opacity], outputs=[saved, *state_outputs])
-    compare_button.click(on_compare, inputs=[sample_state, compare_methods_box], outputs=[compare_gallery, compare_table],
+    compare_button.click(on_compare, inputs=[sample_state, compare_methods_box, params_state],
+                         outputs=[compare_gallery, compare_table],
                          **refine_kwargs)  # fmt: skip
     demo.unload(on_unload)
     return controller
+
+
+def _param_setter(name: str):
+    """An event handler storing one method-parameter control's value in the parameters state."""
+
+    def handler(params: dict, value: float) -> dict:
+        return {**(params or {}), name: value}
+
+    return handler
+
+
+def settings_from_controls(method: str, params: dict) -> RefineSettings:
+    """:class:`RefineSettings` for ``method`` with the tab's parameter values (defaults where unset)."""
+    grabcut = {k: params[k] for k in ("iterations", "working_size", "center_prior") if k in params}
+    if "working_size" in grabcut:
+        grabcut["working_size"] = int(grabcut["working_size"])
+    if "iterations" in grabcut:
+        grabcut["iterations"] = int(grabcut["iterations"])
+    crf_names = {"crf_iterations": "iterations", "bilateral_sxy": "bilateral_sxy", "bilateral_srgb": "bilateral_srgb",
+                 "bilateral_compat": "bilateral_compat", "gaussian_sxy": "gaussian_sxy", "gaussian_compat": "gaussian_compat"}  # fmt: skip
+    crf = {field: params[key] for key, field in crf_names.items() if key in params}
+    if "iterations" in crf:
+        crf["iterations"] = int(crf["iterations"])
+    return RefineSettings(
+        method, grabcut=GrabCutParams(**grabcut), crf=DenseCRFParams(**crf),
+        opencv_iterations=int(params.get("opencv_iterations", 5)),
+    )  # fmt: skip
 
 
 def _touch_handler(on_touch, operation: str):

@@ -73,3 +73,22 @@ def test_session_store_keeps_unsaved_work_and_frees_closed_sessions():
     assert store.get("s", "c", lambda: "new") == "clean"
     store.drop("s")
     assert store.sessions() == []
+
+
+def test_parameter_controls_reach_the_settings():
+    from studio.tabs.annotate import settings_from_controls
+
+    settings = settings_from_controls("grabcut+crf", {"iterations": 3.0, "working_size": 240.0, "center_prior": 1.5,
+                                                      "crf_iterations": 7.0, "bilateral_srgb": 20, "opencv_iterations": 9})  # fmt: skip
+    assert settings.grabcut.iterations == 3 and settings.grabcut.working_size == 240 and settings.grabcut.center_prior == 1.5
+    assert settings.crf.iterations == 7 and settings.crf.bilateral_srgb == 20 and settings.opencv_iterations == 9
+    assert settings_from_controls("auto", {}) == settings_from_controls("auto", {"working_size": 160})
+    with pytest.raises(InvalidInput, match="working_size"):
+        settings_from_controls("auto", {"working_size": 8})
+
+
+def test_box_picker_lists_every_box_with_its_state(controller):
+    session = controller.session(None, "chelsea")
+    assert controller.box_choices(session) == [("#1 cat (0, 0)-(405, 300) · not refined", 0)]
+    session.refine([0])
+    assert controller.box_choices(session)[0][0].endswith("· grabcut-fast")

@@ -62,6 +62,12 @@ def test_draw_refine_brush_compare_and_save(samples_copy, tmp_path):
         page.locator("#redo").click()
         _wait_status(page, "refine all boxes (grabcut)")
 
+        # refine just the drawn box with another method, picked in the box list
+        page.locator("#annotate-method input").click()
+        page.get_by_role("option", name="grabcut-fast", exact=True).click()
+        page.locator("#refine-one").click()
+        _wait_status(page, "refine #2 (grabcut-fast)")
+
         # a touch-up
         page.locator("#touch-fill_holes").click()
         page.wait_for_timeout(1500)

@@ -140,6 +140,80 @@ def _run_eval_boxes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_stats(args: argparse.Namespace) -> int:
+    from core.io.dataset import open_dataset
+    from core.labels.stats import dataset_stats
+
+    dataset = open_dataset(args.dir)
+    summary = dataset_stats(dataset, include_background=args.background).summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{dataset.root}: {summary['maps']} label maps, {summary['classes']} classes counted "
+          f"({summary['missing_classes']} never occur)")  # fmt: skip
+    print(f"{'class':<16} {'images':>7} {'freq':>6} {'pixel share':>11} {'instances':>9}")
+    for row in summary["per_class"]:
+        if not row["images"]:
+            continue
+        print(f"{row['class']:<16} {row['images']:>7} {row['appearance_frequency']:>6.3f} {row['pixel_share']:>11.4f} "
+              f"{row['instances']:>9}")  # fmt: skip
+    print(f"entropy (appearance) {summary['entropy_appearance']:.3f} bits, normalised "
+          f"{summary['entropy_appearance_normalised']:.3f}; imbalance ratio (appearance) "
+          f"{summary['imbalance_ratio_appearance']:.2f}; pixels: entropy {summary['entropy_pixels']:.3f} bits, "
+          f"imbalance ratio {summary['imbalance_ratio_pixels']:.2f}")  # fmt: skip
+    return 0
+
+
+def _parse_band(text: str) -> tuple[str, float]:
+    from core.errors import InvalidInput
+
+    name, sep, share = text.rpartition(":")
+    try:
+        return (name, float(share)) if sep and name else (text, 1.0)
+    except ValueError:
+        raise InvalidInput(f"--band expects CLASS:SHARE such as sky:0.4, got {text!r}") from None
+
+
+def _run_recombine(args: argparse.Namespace) -> int:
+    from core.io.dataset import open_dataset
+    from core.labels.overlay import Placement
+    from core.labels.recombine import RecombineRequest, recombine, write_samples
+
+    dataset = open_dataset(args.dir)
+    protected = tuple(dataset.classes.index_of(name) for name in args.protect)
+    placement = Placement(mode=args.placement, max_translate=args.max_translate, scale=(args.min_scale, args.max_scale),
+                          max_rotate=args.max_rotate, flip=not args.no_flip, protected=protected, layer=args.layer,
+                          ignore_border=args.ignore_border)  # fmt: skip
+    bands = tuple(_parse_band(b) for b in args.band) if args.band else None
+    request = RecombineRequest(args.mode, tuple(args.class_names), args.count, args.seed, placement,
+                               tuple(args.target) if args.target else None, bands, args.min_area)  # fmt: skip
+    samples = recombine(dataset, request)
+    manifest = write_samples(args.out, dataset.classes, samples)
+    print(f"wrote {len(samples)} samples to {args.out} (manifest {manifest})")
+    return 0
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from core.io.dataset import open_dataset
+    from core.io.index import label_classes
+    from core.labels.balance import plan_balance
+
+    dataset = open_dataset(args.dir)
+    plan = plan_balance(label_classes(dataset), dataset.classes, n_balance=args.n_balance,
+                        synthetic_share=args.synthetic_share, seed=args.seed)  # fmt: skip
+    doc = plan.to_json()
+    if args.out:
+        plan.save(args.out)
+    print(f"{doc['synthetic_samples']} synthetic samples planned over {doc['real_samples']} real ones; "
+          f"imbalance ratio {doc['imbalance_ratio_before']:.2f} -> {doc['imbalance_ratio_after']:.2f}, entropy "
+          f"{doc['entropy_before']:.3f} -> {doc['entropy_after']:.3f} bits"
+          + (f"; unreachable: {', '.join(doc['unreachable'])}" if doc["unreachable"] else "")
+          + (f"; plan written to {args.out}" if args.out else ""))  # fmt: skip
+    if not args.out:
+        print(json.dumps(doc, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``segstudio`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="segstudio", description="Annotation and augmentation studio for semantic segmentation.")  # fmt: skip
@@ -162,6 +236,49 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
     evaluate.add_argument("--json", action="store_true", help="print only the summary, as one JSON line")
     evaluate.set_defaults(handler=_run_eval_boxes)
+
+    stats = sub.add_parser("stats", help="class statistics of a dataset's label maps")
+    stats.add_argument("dir", metavar="DIR")
+    stats.add_argument("--background", action="store_true", help="count class 0 (background) as a class too")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.set_defaults(handler=_run_stats)
+
+    rec = sub.add_parser("recombine", help="overlay rare-class regions onto maps lacking them, or build new maps")
+    rec.add_argument("dir", metavar="DIR")
+    rec.add_argument("--mode", choices=["overlay", "multi", "reconstruct"], default="overlay")
+    rec.add_argument(
+        "--class",
+        dest="class_names",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="class to add (repeat for several)",
+    )
+    rec.add_argument("--count", type=int, default=10, metavar="N")
+    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--out", required=True, metavar="OUT", help="output folder (VOC layout plus manifest.jsonl)")
+    rec.add_argument("--target", action="append", metavar="ID", help="only paste onto these samples (repeatable)")
+    rec.add_argument("--band", action="append", metavar="CLASS:SHARE", help="reconstruct from bands, top to bottom")
+    rec.add_argument("--placement", choices=["random", "keep"], default="random")
+    rec.add_argument("--max-translate", type=float, default=0.25)
+    rec.add_argument("--min-scale", type=float, default=0.8)
+    rec.add_argument("--max-scale", type=float, default=1.2)
+    rec.add_argument("--max-rotate", type=float, default=10.0)
+    rec.add_argument("--no-flip", action="store_true")
+    rec.add_argument("--protect", action="append", default=[], metavar="NAME", help="class never covered (repeatable)")
+    rec.add_argument("--layer", choices=["top", "under"], default="top")
+    rec.add_argument("--ignore-border", type=int, default=0, metavar="PX")
+    rec.add_argument("--min-area", type=int, default=64, metavar="PX", help="smallest region used")
+    rec.set_defaults(handler=_run_recombine)
+
+    plan = sub.add_parser("plan", help="plan synthetic samples per class to balance the dataset")
+    plan.add_argument("dir", metavar="DIR")
+    target = plan.add_mutually_exclusive_group(required=True)
+    target.add_argument("--n-balance", type=int, metavar="N", help="images per class to reach (Che et al. Algorithm 1)")
+    target.add_argument("--synthetic-share", type=float, metavar="S", help="synthetic share of the final dataset, 0..1")
+    plan.add_argument("--seed", type=int, default=0)
+    plan.add_argument("--out", metavar="plan.json")
+    plan.set_defaults(handler=_run_plan)
 
     info = sub.add_parser("info", help="summarise a dataset folder")
     info.add_argument("dir", metavar="DIR")

@@ -80,7 +80,11 @@ def test_parameter_controls_reach_the_settings():
 
     settings = settings_from_controls("grabcut+crf", {"iterations": 3.0, "working_size": 240.0, "center_prior": 1.5,
                                                       "crf_iterations": 7.0, "bilateral_srgb": 20, "opencv_iterations": 9})  # fmt: skip
-    assert settings.grabcut.iterations == 3 and settings.grabcut.working_size == 240 and settings.grabcut.center_prior == 1.5
+    assert (
+        settings.grabcut.iterations == 3
+        and settings.grabcut.working_size == 240
+        and settings.grabcut.center_prior == 1.5
+    )
     assert settings.crf.iterations == 7 and settings.crf.bilateral_srgb == 20 and settings.opencv_iterations == 9
     assert settings_from_controls("auto", {}) == settings_from_controls("auto", {"working_size": 160})
     with pytest.raises(InvalidInput, match="working_size"):

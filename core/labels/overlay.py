@@ -1,0 +1,267 @@
+"""Pasting regions onto label maps (overlay) and building new maps (reconstruction), images alongside.
+
+Label maps and masks are transformed with nearest-neighbour sampling only, so an output never holds a
+label value its inputs did not (255 aside, used for the optional ignore border). Images follow the
+same geometric transform (bilinear), so every recombined map also has a cut-and-paste image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from core.errors import InvalidInput
+from core.labels.regions import Region
+from core.types import IGNORE_INDEX
+
+LAYERS = ("top", "under")
+PLACEMENTS = ("keep", "random")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how a region is pasted.
+
+    Attributes:
+        mode: ``keep`` (same relative position and size as in its source) or ``random`` (within the
+            limits below, around the kept position).
+        max_translate: largest shift as a fraction of the target's width / height.
+        scale: ``(min, max)`` scale factor, relative to the kept size.
+        max_rotate: largest rotation in degrees (either way).
+        flip: allow horizontal flips (half of the time).
+        protected: class indices that pasted pixels never cover.
+        layer: ``top`` pastes over everything not protected; ``under`` only over background (class 0).
+        ignore_border: width in pixels of an ignore (255) ring laid around the pasted pixels; 0 for none.
+    """
+
+    mode: str = "random"
+    max_translate: float = 0.25
+    scale: tuple[float, float] = (0.8, 1.2)
+    max_rotate: float = 10.0
+    flip: bool = True
+    protected: tuple[int, ...] = ()
+    layer: str = "top"
+    ignore_border: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.mode in PLACEMENTS, f"placement mode must be one of {', '.join(PLACEMENTS)}, got {self.mode!r}"),
+            (0 <= self.max_translate <= 1, f"max_translate must be 0..1 (a fraction of the map), got {self.max_translate}"),
+            (0 < self.scale[0] <= self.scale[1] <= 10, f"scale must be (min, max) with 0 < min <= max <= 10, got {self.scale}"),
+            (0 <= self.max_rotate <= 180, f"max_rotate must be 0..180 degrees, got {self.max_rotate}"),
+            (self.layer in LAYERS, f"layer must be one of {', '.join(LAYERS)}, got {self.layer!r}"),
+            (0 <= self.ignore_border <= 50, f"ignore_border must be 0..50 pixels, got {self.ignore_border}"),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise InvalidInput(f"placement: {message}")
+        object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
+        object.__setattr__(self, "protected", tuple(sorted({int(v) for v in self.protected})))
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Transform:
+    """The similarity transform that maps a region's crop into a target map.
+
+    Attributes:
+        scale, angle: size factor and rotation (degrees, counter-clockwise) about the crop centre.
+        flip: mirrored left-right before rotating.
+        center: ``(x, y)`` of the crop centre in the target, in pixels.
+    """
+
+    scale: float
+    angle: float
+    flip: bool
+    center: tuple[float, float]
+
+    def matrix(self, crop_w: int, crop_h: int) -> np.ndarray:
+        """``2 x 3`` affine matrix from crop pixel coordinates to target coordinates."""
+        cx, cy = crop_w / 2.0, crop_h / 2.0
+        theta = math.radians(self.angle)
+        cos, sin = math.cos(theta) * self.scale, math.sin(theta) * self.scale
+        flip = -1.0 if self.flip else 1.0
+        # x' = R S F (x - c) + centre
+        a = np.array([[cos * flip, sin], [-sin * flip, cos]])
+        offset = np.array(self.center) - a @ np.array([cx, cy])
+        return np.hstack([a, offset[:, None]])
+
+    def record(self) -> dict:
+        return {"scale": round(self.scale, 6), "angle": round(self.angle, 4), "flip": self.flip,
+                "center": [round(self.center[0], 3), round(self.center[1], 3)]}  # fmt: skip
+
+
+def sample_transform(
+    region: Region, target_shape: tuple[int, int], placement: Placement, rng: np.random.Generator
+) -> Transform:
+    """Draw a transform for pasting ``region`` into a ``target_shape`` map under ``placement``."""
+    th, tw = target_shape
+    sh, sw = region.source_shape
+    ratio = math.sqrt((th * tw) / max(1, sh * sw))
+    x0, y0, x1, y1 = region.bbox
+    kept_center = ((x0 + x1) / 2 * tw / sw, (y0 + y1) / 2 * th / sh)
+    if placement.mode == "keep":
+        return Transform(ratio, 0.0, False, kept_center)
+    scale = ratio * float(rng.uniform(*placement.scale))
+    angle = float(rng.uniform(-placement.max_rotate, placement.max_rotate))
+    flip = bool(placement.flip and rng.random() < 0.5)
+    dx = float(rng.uniform(-placement.max_translate, placement.max_translate)) * tw
+    dy = float(rng.uniform(-placement.max_translate, placement.max_translate)) * th
+    center = (min(max(kept_center[0] + dx, 0.0), tw - 1.0), min(max(kept_center[1] + dy, 0.0), th - 1.0))
+    return Transform(scale, angle, flip, center)
+
+
+def warp_region(
+    region: Region, transform: Transform, target_shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The region's mask (nearest) and image (bilinear) in target coordinates.
+
+    Returns:
+        ``(mask, image)``: ``H x W bool`` and ``H x W x 3 uint8`` (``None`` when the region has no image).
+    """
+    import cv2
+
+    th, tw = target_shape
+    h, w = region.mask.shape
+    matrix = transform.matrix(w, h)
+    mask = cv2.warpAffine(region.mask.astype(np.uint8), matrix, (tw, th), flags=cv2.INTER_NEAREST,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0  # fmt: skip
+    image = None
+    if region.image is not None:
+        image = cv2.warpAffine(region.image, matrix, (tw, th), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return mask, image
+
+
+def paste(
+    labels: np.ndarray,
+    image: np.ndarray | None,
+    mask: np.ndarray,
+    region_image: np.ndarray | None,
+    class_index: int,
+    placement: Placement,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Paint one warped region into a label map (and its image), honouring protection and layer.
+
+    Args:
+        labels: ``H x W uint8`` target map (not modified).
+        image: ``H x W x 3 uint8`` target image, or ``None``.
+        mask: ``H x W bool`` warped region.
+        region_image: ``H x W x 3 uint8`` warped region image, or ``None``.
+
+    Returns:
+        ``(labels, image, pasted_pixels)`` as new arrays.
+    """
+    allowed = mask.copy()
+    if placement.protected:
+        allowed &= ~np.isin(labels, placement.protected)
+    if placement.layer == "under":
+        allowed &= labels == 0
+    out = labels.copy()
+    out[allowed] = class_index
+    out_image = None if image is None else image.copy()
+    if out_image is not None and region_image is not None:
+        out_image[allowed] = region_image[allowed]
+    if placement.ignore_border > 0 and allowed.any():
+        import cv2
+
+        size = 2 * placement.ignore_border + 1
+        ring = cv2.dilate(allowed.astype(np.uint8), np.ones((size, size), np.uint8)) > 0
+        ring &= ~allowed
+        if placement.protected:
+            ring &= ~np.isin(labels, placement.protected)
+        out[ring] = ignore_index
+    return out, out_image, int(allowed.sum())
+
+
+@dataclass
+class Recombined:
+    """A recombined label map with its image and provenance.
+
+    Attributes:
+        label_map: ``H x W uint8``.
+        image: ``H x W x 3 uint8`` cut-and-paste image, or ``None`` when no images were given.
+        steps: one record per pasted region (region provenance, transform, pixels pasted).
+    """
+
+    label_map: np.ndarray
+    image: np.ndarray | None
+    steps: list[dict] = field(default_factory=list)
+
+
+def overlay(
+    target: np.ndarray,
+    regions: Sequence[Region],
+    placement: Placement,
+    rng: np.random.Generator,
+    *,
+    target_image: np.ndarray | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> Recombined:
+    """Paste regions onto a target map in order (later regions on top).
+
+    Args:
+        target: ``H x W uint8`` label map.
+        regions: the regions (single-label mode: one; multi-label mode: one per rare class).
+        rng: the only source of randomness (transforms).
+        target_image: ``H x W x 3 uint8`` paired image; when given, regions' images are pasted too.
+    """
+    target = np.asarray(target)
+    if target.ndim != 2 or target.dtype != np.uint8:
+        raise InvalidInput(f"target label map must be H x W uint8, got shape {target.shape} dtype {target.dtype}")
+    if target_image is not None and target_image.shape[:2] != target.shape:
+        raise InvalidInput(
+            f"target image is {target_image.shape[1]}x{target_image.shape[0]}, its map {target.shape[1]}x{target.shape[0]}"
+        )
+    labels, image = target.copy(), None if target_image is None else target_image.copy()
+    steps = []
+    for region in regions:
+        if region.class_index == ignore_index:
+            raise InvalidInput("the ignore index cannot be pasted as a region")
+        transform = sample_transform(region, target.shape, placement, rng)
+        mask, region_image = warp_region(region, transform, target.shape)
+        labels, image, pasted = paste(labels, image, mask, region_image, region.class_index, placement, ignore_index)
+        steps.append({"region": region.record(), "transform": transform.record(), "pixels": pasted})
+    return Recombined(labels, image, steps)
+
+
+def band_map(shape: tuple[int, int], bands: Sequence[tuple[int, float]]) -> np.ndarray:
+    """A label map of horizontal bands, top to bottom (e.g. sky, building, road).
+
+    Args:
+        shape: ``(H, W)``.
+        bands: ``(class index, share of the height)``; shares are normalised to fill the map.
+
+    Returns:
+        ``H x W uint8``.
+    """
+    if not bands:
+        raise InvalidInput("give at least one band as (class, share of the height)")
+    total = float(sum(share for _, share in bands))
+    if total <= 0 or any(share < 0 for _, share in bands):
+        raise InvalidInput(f"band shares must be non-negative and not all zero, got {[s for _, s in bands]}")
+    height, width = shape
+    out = np.zeros((height, width), dtype=np.uint8)
+    edges = np.round(np.cumsum([0.0] + [share / total for _, share in bands]) * height).astype(int)
+    for (cls, _), top, bottom in zip(bands, edges[:-1], edges[1:], strict=True):
+        out[top:bottom] = cls
+    return out
+
+
+def reconstruct(
+    base: np.ndarray,
+    regions: Sequence[Region],
+    placement: Placement,
+    rng: np.random.Generator,
+    *,
+    base_image: np.ndarray | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> Recombined:
+    """A new map from a base map (a dataset map, or :func:`band_map`) plus pasted regions, in layer
+    order (first region lowest). Every pixel keeps a label: the base covers the whole map."""
+    return overlay(base, regions, placement, rng, target_image=base_image, ignore_index=ignore_index)

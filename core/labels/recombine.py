@@ -1,0 +1,279 @@
+"""Recombining a dataset's label maps: overlay (single / multi label) and reconstruction, seeded, with
+outputs written as a VOC-layout dataset and a provenance manifest.
+
+Every result ``i`` of a run draws from its own generator ``numpy.random.default_rng([seed, i])``, so the
+same seed gives byte-identical outputs and any single result can be reproduced from its manifest line.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import InvalidInput
+from core.io.dataset import load_sample_image, load_sample_label_map
+from core.io.index import label_classes
+from core.labels.overlay import Placement, Recombined, band_map, overlay, reconstruct
+from core.labels.regions import Region, class_components
+from core.progress import CancelToken, ProgressFn, track
+from core.types import ClassSet, Dataset
+
+MODES = ("overlay", "multi", "reconstruct")
+
+
+@dataclass(frozen=True)
+class RecombineRequest:
+    """What to recombine.
+
+    Attributes:
+        mode: ``overlay`` (one region of one class onto a map lacking it), ``multi`` (one region of each
+            listed class the target lacks) or ``reconstruct`` (a base plus one region of each class, in
+            layer order).
+        classes: class names (the rare classes to add).
+        count: number of results.
+        seed: base seed.
+        placement: where and how regions are pasted.
+        targets: sample ids to paste onto (default: every labelled sample lacking the class).
+        bands: for ``reconstruct``: ``(class name, share)`` bands for the base instead of dataset maps.
+        min_area: components smaller than this many pixels are not used as regions.
+    """
+
+    mode: str
+    classes: tuple[str, ...]
+    count: int = 1
+    seed: int = 0
+    placement: Placement = field(default_factory=Placement)
+    targets: tuple[str, ...] | None = None
+    bands: tuple[tuple[str, float], ...] | None = None
+    min_area: int = 64
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InvalidInput(f"unknown recombination mode {self.mode!r}; accepted: {', '.join(MODES)}")
+        if not self.classes:
+            raise InvalidInput("name at least one class to add (--class NAME)")
+        if not 1 <= self.count <= 1_000_000:
+            raise InvalidInput(f"count must be 1..1000000, got {self.count}")
+        if self.bands is not None and self.mode != "reconstruct":
+            raise InvalidInput("bands are a base for reconstruct mode only")
+
+    def record(self) -> dict:
+        return {"mode": self.mode, "classes": list(self.classes), "count": self.count, "seed": self.seed,
+                "placement": self.placement.record(), "targets": list(self.targets) if self.targets else None,
+                "bands": [list(b) for b in self.bands] if self.bands else None, "min_area": self.min_area}  # fmt: skip
+
+
+@dataclass
+class RecombinedSample:
+    """One result: the recombined map and image, and its provenance record (a manifest line)."""
+
+    id: str
+    result: Recombined
+    record: dict
+
+
+class RegionLibrary:
+    """Loads sample maps and images on demand and keeps their class components (small crops)."""
+
+    def __init__(self, dataset: Dataset, min_area: int = 64):
+        self.dataset = dataset
+        self.min_area = min_area
+        self.present = label_classes(dataset)
+        self._components: dict[int, list[Region]] = {}
+        self._colors: dict[int, np.ndarray] = {}
+
+    def load(self, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """A sample's ``(label map, image)``."""
+        sample = self.dataset.get(sample_id)
+        image = load_sample_image(sample)
+        label_map = load_sample_label_map(self.dataset, sample, image.shape[:2])
+        if label_map is None:
+            raise InvalidInput(f"sample {sample_id!r} has no label map")
+        return label_map, image
+
+    def holders(self, cls: int) -> list[str]:
+        return sorted(s for s, present in self.present.items() if cls in present)
+
+    def components(self, cls: int) -> list[Region]:
+        """Every component of ``cls`` (at least ``min_area`` pixels) over the dataset, in a stable order."""
+        if cls not in self._components:
+            regions: list[Region] = []
+            for sample_id in self.holders(cls):
+                label_map, image = self.load(sample_id)
+                regions += class_components(label_map, cls, image=image, source_id=sample_id, min_area=self.min_area)
+            self._components[cls] = regions
+        if not self._components[cls]:
+            raise InvalidInput(
+                f"class {self.dataset.classes.names[cls]!r} has no region of at least {self.min_area} pixels in "
+                f"{self.dataset.root}; nothing to paste"
+            )
+        return self._components[cls]
+
+    def mean_color(self, cls: int) -> np.ndarray:
+        """The mean RGB colour of ``cls`` over up to 20 maps holding it (grey when none does)."""
+        if cls not in self._colors:
+            total, pixels = np.zeros(3), 0
+            for sample_id in self.holders(cls)[:20]:
+                label_map, image = self.load(sample_id)
+                mask = label_map == cls
+                total += image[mask].sum(axis=0)
+                pixels += int(mask.sum())
+            self._colors[cls] = (total / pixels).astype(np.uint8) if pixels else np.array([128, 128, 128], np.uint8)
+        return self._colors[cls]
+
+
+def _targets(library: RegionLibrary, request: RecombineRequest, wanted: list[int]) -> list[str]:
+    labelled = sorted(library.present)
+    if request.targets:
+        missing = [t for t in request.targets if t not in library.present]
+        if missing:
+            raise InvalidInput(f"target samples without a label map or unknown: {', '.join(missing[:10])}")
+        return list(request.targets)
+    if request.mode == "overlay":
+        return labelled  # filtered per result by the class drawn
+    return [s for s in labelled if not set(wanted) <= library.present[s]]
+
+
+def recombine_one(library: RegionLibrary, request: RecombineRequest, index: int) -> RecombinedSample:
+    """Result number ``index`` of a request (deterministic for a given seed and index)."""
+    classes = library.dataset.classes
+    wanted = [classes.index_of(name) for name in request.classes]
+    rng = np.random.default_rng([request.seed, index])
+    record = {"id": f"{request.mode}_{index:06d}", "mode": request.mode, "seed": request.seed, "index": index,
+              "placement": request.placement.record()}  # fmt: skip
+    if request.mode == "reconstruct":
+        base_record, base, base_image = _base(library, request, rng)
+        regions = [_pick(rng, library.components(c), exclude=base_record.get("sample")) for c in wanted]
+        result = reconstruct(
+            base, regions, request.placement, rng, base_image=base_image, ignore_index=classes.ignore_index
+        )
+        record["base"] = base_record
+    else:
+        pool = _targets(library, request, wanted)
+        if request.mode == "overlay":
+            cls = wanted[int(rng.integers(len(wanted)))]
+            pool = [s for s in pool if cls not in library.present[s]] if not request.targets else pool
+            chosen_classes = [cls]
+        if not pool:
+            names = ", ".join(request.classes)
+            raise InvalidInput(f"no labelled map lacks {names}: every map already holds it, nothing to overlay onto")
+        target_id = pool[int(rng.integers(len(pool)))]
+        if request.mode == "multi":
+            chosen_classes = [c for c in wanted if c not in library.present[target_id]] or wanted
+        target, target_image = library.load(target_id)
+        regions = [_pick(rng, library.components(c), exclude=target_id) for c in chosen_classes]
+        result = overlay(
+            target, regions, request.placement, rng, target_image=target_image, ignore_index=classes.ignore_index
+        )
+        record["target"] = target_id
+    record["steps"] = result.steps
+    record["classes"] = [
+        classes.names[c] for c in sorted(set(np.unique(result.label_map).tolist()) - {classes.ignore_index})
+    ]
+    return RecombinedSample(record["id"], result, record)
+
+
+def _pick(rng: np.random.Generator, regions: Sequence[Region], exclude: str | None) -> Region:
+    pool = [r for r in regions if r.source_id != exclude] or list(regions)
+    return pool[int(rng.integers(len(pool)))]
+
+
+def _base(library: RegionLibrary, request: RecombineRequest, rng: np.random.Generator):
+    classes = library.dataset.classes
+    if request.bands:
+        bands = [(classes.index_of(name), float(share)) for name, share in request.bands]
+        shape = (512, 512)
+        base = band_map(shape, bands)
+        image = np.zeros(shape + (3,), np.uint8)
+        for cls, _ in bands:
+            image[base == cls] = library.mean_color(cls)
+        noise = rng.normal(0, 6, image.shape)
+        image = np.clip(image + noise, 0, 255).astype(np.uint8)
+        return {"bands": [[classes.names[c], s] for c, s in bands], "shape": list(shape)}, base, image
+    pool = sorted(library.present)
+    if not pool:
+        raise InvalidInput(
+            f"{library.dataset.root} has no labelled map to use as a base; give --band CLASS:SHARE instead"
+        )
+    base_id = pool[int(rng.integers(len(pool)))]
+    base, image = library.load(base_id)
+    return {"sample": base_id}, base, image
+
+
+def recombine(
+    dataset: Dataset,
+    request: RecombineRequest,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> list[RecombinedSample]:
+    """All ``request.count`` results of a request."""
+    library = RegionLibrary(dataset, request.min_area)
+    return [recombine_one(library, request, i) for i in track(range(request.count), progress=progress, cancel=cancel,
+                                                              message="recombining")]  # fmt: skip
+
+
+# ---- writing ------------------------------------------------------------------------------------
+
+
+def _png_bytes(label_map: np.ndarray, classes: ClassSet) -> bytes:
+    from core.io.images import encode_label_png
+
+    return encode_label_png(label_map, classes)
+
+
+def _jpeg_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def write_samples(
+    out: str | Path, classes: ClassSet, samples: Sequence[RecombinedSample], *, append: bool = False
+) -> Path:
+    """Write results as a VOC-layout dataset: ``JPEGImages/``, ``SegmentationClass/``, ``classes.json`` and
+    ``manifest.jsonl`` (one line per sample, keys sorted, no timestamps: same inputs, same bytes).
+
+    Args:
+        append: add to an existing output folder (ids must be new) instead of refusing a non-empty one.
+
+    Returns:
+        the manifest path.
+    """
+    from core.io.atomic import atomic_write_bytes, atomic_write_text
+
+    out = Path(out)
+    manifest = out / "manifest.jsonl"
+    existing = manifest.read_text(encoding="utf-8").splitlines() if manifest.is_file() else []
+    if existing and not append:
+        raise InvalidInput(f"{out} already holds a manifest; choose an empty folder (nothing was overwritten)")
+    known = {json.loads(line)["id"] for line in existing if line.strip()}
+    clashes = [s.id for s in samples if s.id in known]
+    if clashes:
+        raise InvalidInput(f"{out} already holds samples {', '.join(clashes[:5])}; nothing was overwritten")
+    for sample in samples:
+        atomic_write_bytes(out / "SegmentationClass" / f"{sample.id}.png", _png_bytes(sample.result.label_map, classes))
+        if sample.result.image is not None:
+            atomic_write_bytes(out / "JPEGImages" / f"{sample.id}.jpg", _jpeg_bytes(sample.result.image))
+    if not (out / "classes.json").is_file():
+        classes.save(out / "classes.json")
+    lines = existing + [json.dumps(s.record, sort_keys=True) for s in samples]
+    atomic_write_text(manifest, "\n".join(lines) + "\n")
+    return manifest
+
+
+def next_index(out: str | Path, mode: str) -> int:
+    """The first free result index for ``mode`` in an output folder (for appending kept results)."""
+    manifest = Path(out) / "manifest.jsonl"
+    if not manifest.is_file():
+        return 0
+    used = [json.loads(line).get("index", -1) for line in manifest.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("mode") == mode]  # fmt: skip
+    return max(used, default=-1) + 1

@@ -116,57 +116,78 @@ def sample_transform(
     return Transform(scale, angle, flip, center)
 
 
-def warp_region(
-    region: Region, transform: Transform, target_shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The region's mask (nearest) and image (bilinear) in target coordinates.
+@dataclass
+class WarpedRegion:
+    """A region transformed into target coordinates, kept to its window.
 
-    Returns:
-        ``(mask, image)``: ``H x W bool`` and ``H x W x 3 uint8`` (``None`` when the region has no image).
+    Attributes:
+        window: ``(x0, y0, x1, y1)`` half-open in the target (clipped to it).
+        mask: ``h x w bool`` region pixels in the window.
+        image: ``h x w x 3 uint8`` region image in the window, or ``None``.
     """
+
+    window: tuple[int, int, int, int]
+    mask: np.ndarray
+    image: np.ndarray | None
+
+
+def warp_region(region: Region, transform: Transform, target_shape: tuple[int, int], pad: int = 0) -> WarpedRegion:
+    """The region's mask (nearest) and image (bilinear) in target coordinates, computed only over the
+    window its transformed crop covers (plus ``pad`` pixels), so the cost follows the region, not the map."""
     import cv2
 
     th, tw = target_shape
     h, w = region.mask.shape
     matrix = transform.matrix(w, h)
-    mask = cv2.warpAffine(region.mask.astype(np.uint8), matrix, (tw, th), flags=cv2.INTER_NEAREST,
+    corners = matrix @ np.array([[0, w, 0, w], [0, 0, h, h], [1, 1, 1, 1]], dtype=np.float64)
+    x0 = max(0, int(np.floor(corners[0].min())) - pad)
+    y0 = max(0, int(np.floor(corners[1].min())) - pad)
+    x1 = min(tw, int(np.ceil(corners[0].max())) + 1 + pad)
+    y1 = min(th, int(np.ceil(corners[1].max())) + 1 + pad)
+    if x1 <= x0 or y1 <= y0:
+        return WarpedRegion((0, 0, 0, 0), np.zeros((0, 0), bool), None)
+    shifted = matrix.copy()
+    shifted[:, 2] -= (x0, y0)
+    size = (x1 - x0, y1 - y0)
+    mask = cv2.warpAffine(region.mask.astype(np.uint8), shifted, size, flags=cv2.INTER_NEAREST,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0  # fmt: skip
     image = None
     if region.image is not None:
-        image = cv2.warpAffine(region.image, matrix, (tw, th), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    return mask, image
+        image = cv2.warpAffine(region.image, shifted, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return WarpedRegion((x0, y0, x1, y1), mask, image)
 
 
 def paste(
     labels: np.ndarray,
     image: np.ndarray | None,
-    mask: np.ndarray,
-    region_image: np.ndarray | None,
+    warped: WarpedRegion,
     class_index: int,
     placement: Placement,
     ignore_index: int = IGNORE_INDEX,
-) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """Paint one warped region into a label map (and its image), honouring protection and layer.
+) -> int:
+    """Paint one warped region into a label map (and its image) **in place**, honouring protection and
+    layer, and lay the optional ignore ring around it.
 
     Args:
-        labels: ``H x W uint8`` target map (not modified).
-        image: ``H x W x 3 uint8`` target image, or ``None``.
-        mask: ``H x W bool`` warped region.
-        region_image: ``H x W x 3 uint8`` warped region image, or ``None``.
+        labels: ``H x W uint8`` map, modified.
+        image: ``H x W x 3 uint8`` image, modified, or ``None``.
 
     Returns:
-        ``(labels, image, pasted_pixels)`` as new arrays.
+        the number of pixels pasted.
     """
-    allowed = mask.copy()
+    x0, y0, x1, y1 = warped.window
+    if x1 <= x0:
+        return 0
+    window = labels[y0:y1, x0:x1]
+    before = window.copy() if placement.ignore_border > 0 else window
+    allowed = warped.mask.copy()
     if placement.protected:
-        allowed &= ~np.isin(labels, placement.protected)
+        allowed &= ~np.isin(window, placement.protected)
     if placement.layer == "under":
-        allowed &= labels == 0
-    out = labels.copy()
-    out[allowed] = class_index
-    out_image = None if image is None else image.copy()
-    if out_image is not None and region_image is not None:
-        out_image[allowed] = region_image[allowed]
+        allowed &= window == 0
+    window[allowed] = class_index
+    if image is not None and warped.image is not None:
+        image[y0:y1, x0:x1][allowed] = warped.image[allowed]
     if placement.ignore_border > 0 and allowed.any():
         import cv2
 
@@ -174,9 +195,9 @@ def paste(
         ring = cv2.dilate(allowed.astype(np.uint8), np.ones((size, size), np.uint8)) > 0
         ring &= ~allowed
         if placement.protected:
-            ring &= ~np.isin(labels, placement.protected)
-        out[ring] = ignore_index
-    return out, out_image, int(allowed.sum())
+            ring &= ~np.isin(before, placement.protected)
+        window[ring] = ignore_index
+    return int(allowed.sum())
 
 
 @dataclass
@@ -224,8 +245,8 @@ def overlay(
         if region.class_index == ignore_index:
             raise InvalidInput("the ignore index cannot be pasted as a region")
         transform = sample_transform(region, target.shape, placement, rng)
-        mask, region_image = warp_region(region, transform, target.shape)
-        labels, image, pasted = paste(labels, image, mask, region_image, region.class_index, placement, ignore_index)
+        warped = warp_region(region, transform, target.shape, pad=placement.ignore_border)
+        pasted = paste(labels, image, warped, region.class_index, placement, ignore_index)
         steps.append({"region": region.record(), "transform": transform.record(), "pixels": pasted})
     return Recombined(labels, image, steps)
 

@@ -19,6 +19,7 @@ from core.types import Dataset
 from core.workspace import Workspace, prepare_workspace
 from studio.tabs import annotate as annotate_tab
 from studio.tabs import dataset as dataset_tab
+from studio.tabs import labels as labels_tab
 from studio.tabs import models as models_tab
 
 CSS = """
@@ -93,6 +94,8 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                 dataset_tab.build(ctx, demo)
             with gr.Tab("Annotate", id="annotate"):
                 demo.annotate = annotate_tab.build(ctx, demo)  # type: ignore[attr-defined]
+            with gr.Tab("Label maps", id="labels"):
+                demo.labels = labels_tab.build(ctx, demo)  # type: ignore[attr-defined]
             with gr.Tab("Models", id="models"):
                 models_tab.build(ctx, demo)
     demo.studio_context = ctx  # type: ignore[attr-defined]

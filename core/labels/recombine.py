@@ -38,7 +38,8 @@ class RecombineRequest:
         count: number of results.
         seed: base seed.
         placement: where and how regions are pasted.
-        targets: sample ids to paste onto (default: every labelled sample lacking the class).
+        targets: sample ids to paste onto (default: every labelled sample lacking the class); in
+            ``reconstruct`` mode, the maps a base is drawn from (default: every labelled map).
         bands: for ``reconstruct``: ``(class name, share)`` bands for the base instead of dataset maps.
         min_area: components smaller than this many pixels are not used as regions.
     """
@@ -267,6 +268,28 @@ def write_samples(
     lines = existing + [json.dumps(s.record, sort_keys=True) for s in samples]
     atomic_write_text(manifest, "\n".join(lines) + "\n")
     return manifest
+
+
+def renamed(sample: RecombinedSample, new_id: str) -> RecombinedSample:
+    """The same result under another id (the seed and index in its record still reproduce it)."""
+    return RecombinedSample(new_id, sample.result, {**sample.record, "id": new_id})
+
+
+def kept_count(out: str | Path) -> int:
+    """How many samples an output folder's manifest lists."""
+    manifest = Path(out) / "manifest.jsonl"
+    if not manifest.is_file():
+        return 0
+    return sum(1 for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
+def read_manifest(out: str | Path) -> dict[str, dict]:
+    """Sample id -> manifest record of an output folder."""
+    manifest = Path(out) / "manifest.jsonl"
+    if not manifest.is_file():
+        return {}
+    records = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {r["id"]: r for r in records}
 
 
 def next_index(out: str | Path, mode: str) -> int:

@@ -42,6 +42,8 @@ class RecombineRequest:
             ``reconstruct`` mode, the maps a base is drawn from (default: every labelled map).
         bands: for ``reconstruct``: ``(class name, share)`` bands for the base instead of dataset maps.
         min_area: components smaller than this many pixels are not used as regions.
+        layers: for ``reconstruct``: exact regions ``(sample id, class name, component)`` pasted in this
+            order (first lowest), instead of one random region per class.
     """
 
     mode: str
@@ -52,12 +54,15 @@ class RecombineRequest:
     targets: tuple[str, ...] | None = None
     bands: tuple[tuple[str, float], ...] | None = None
     min_area: int = 64
+    layers: tuple[tuple[str, str, int], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise InvalidInput(f"unknown recombination mode {self.mode!r}; accepted: {', '.join(MODES)}")
-        if not self.classes:
+        if not self.classes and not self.layers:
             raise InvalidInput("name at least one class to add (--class NAME)")
+        if self.layers is not None and self.mode != "reconstruct":
+            raise InvalidInput("explicit layers are for reconstruct mode only")
         if not 1 <= self.count <= 1_000_000:
             raise InvalidInput(f"count must be 1..1000000, got {self.count}")
         if self.bands is not None and self.mode != "reconstruct":
@@ -66,7 +71,8 @@ class RecombineRequest:
     def record(self) -> dict:
         return {"mode": self.mode, "classes": list(self.classes), "count": self.count, "seed": self.seed,
                 "placement": self.placement.record(), "targets": list(self.targets) if self.targets else None,
-                "bands": [list(b) for b in self.bands] if self.bands else None, "min_area": self.min_area}  # fmt: skip
+                "bands": [list(b) for b in self.bands] if self.bands else None, "min_area": self.min_area,
+                "layers": [list(layer) for layer in self.layers] if self.layers else None}  # fmt: skip
 
 
 @dataclass
@@ -115,6 +121,16 @@ class RegionLibrary:
             )
         return self._components[cls]
 
+    def region(self, sample_id: str, cls: int, component: int) -> Region:
+        """One named component (as numbered in :meth:`components`: largest first within its sample)."""
+        for region in self.components(cls):
+            if region.source_id == sample_id and region.component == component:
+                return region
+        raise InvalidInput(
+            f"no region #{component + 1} of class {self.dataset.classes.names[cls]!r} in sample {sample_id!r} "
+            f"(regions smaller than {self.min_area} px are not used)"
+        )
+
     def mean_color(self, cls: int) -> np.ndarray:
         """The mean RGB colour of ``cls`` over up to 20 maps holding it (grey when none does)."""
         if cls not in self._colors:
@@ -149,7 +165,13 @@ def recombine_one(library: RegionLibrary, request: RecombineRequest, index: int)
               "placement": request.placement.record()}  # fmt: skip
     if request.mode == "reconstruct":
         base_record, base, base_image = _base(library, request, rng)
-        regions = [_pick(rng, library.components(c), exclude=base_record.get("sample")) for c in wanted]
+        if request.layers:
+            regions = [
+                library.region(sample_id, classes.index_of(name), component)
+                for sample_id, name, component in request.layers
+            ]
+        else:
+            regions = [_pick(rng, library.components(c), exclude=base_record.get("sample")) for c in wanted]
         result = reconstruct(
             base, regions, request.placement, rng, base_image=base_image, ignore_index=classes.ignore_index
         )
@@ -196,7 +218,7 @@ def _base(library: RegionLibrary, request: RecombineRequest, rng: np.random.Gene
         noise = rng.normal(0, 6, image.shape)
         image = np.clip(image + noise, 0, 255).astype(np.uint8)
         return {"bands": [[classes.names[c], s] for c, s in bands], "shape": list(shape)}, base, image
-    pool = sorted(library.present)
+    pool = sorted(request.targets) if request.targets else sorted(library.present)
     if not pool:
         raise InvalidInput(
             f"{library.dataset.root} has no labelled map to use as a base; give --band CLASS:SHARE instead"

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from studio.app import StudioContext
 
 GALLERY_LIMIT = 60
+AUTO_STATS_LIMIT = 2000  # label maps; more than this and the statistics wait for the button
 BANDS_EXAMPLE = "sky:0.4, building:0.3, road:0.3"
 
 
@@ -67,16 +68,18 @@ class LabelMapsController:
 
     # ---- regions -------------------------------------------------------------------------
 
-    def region_gallery(self, class_name: str, min_area: int = 64) -> list[tuple[np.ndarray, str]]:
-        """Crops of the class's connected components over the dataset (largest first, at most 60)."""
+    def region_gallery(self, class_name: str, min_area: int = 64) -> tuple[list[tuple[np.ndarray, str]], list[list]]:
+        """Crops of the class's connected components over the dataset (largest first, at most 60), and
+        each one's identity ``[sample id, class name, component]``."""
         cls = self.classes.index_of(class_name)
         regions = sorted(self.library(min_area).components(cls), key=lambda r: -r.area)[:GALLERY_LIMIT]
-        items = []
+        items, identities = [], []
         for region in regions:
             crop = region.image.copy() if region.image is not None else np.zeros(region.mask.shape + (3,), np.uint8)
             crop[~region.mask] = (crop[~region.mask] * 0.25).astype(np.uint8)
             items.append((crop, f"{region.source_id} #{region.component + 1} · {region.area} px"))
-        return items
+            identities.append([region.source_id, class_name, region.component])
+        return items, identities
 
     def default_targets(self, class_names: list[str]) -> list[str]:
         """Labelled samples lacking at least one of the classes."""
@@ -224,6 +227,9 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> LabelMapsController:
     controller = LabelMapsController(ctx)
     all_classes = list(ctx.dataset.classes.names[1:])
     kept_ids = gr.State([])
+    region_ids = gr.State([])
+    clicked_region = gr.State(None)
+    layers = gr.State([])
 
     with gr.Row():
         region_class = gr.Dropdown(choices=all_classes, value=None, label="Class", elem_id="labels-class", scale=2)
@@ -270,6 +276,18 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> LabelMapsController:
                 keep_selected = gr.Button("Keep selected", elem_id="labels-keep")
                 keep_all = gr.Button("Keep all", elem_id="labels-keep-all")
             kept_note = gr.Markdown(elem_id="labels-kept-note")
+    with gr.Accordion("Reconstruction layers", open=False, elem_id="labels-layers"):
+        gr.Markdown("Click a region above, add it as a layer, order the layers (first is lowest), then preview. "
+                    "The base is the *Reconstruction base* chosen on the left.")  # fmt: skip
+        layers_table = gr.Dataframe(headers=["layer", "class", "sample", "region"], interactive=False,
+                                    elem_id="labels-layers-table")  # fmt: skip
+        with gr.Row():
+            add_layer = gr.Button("Add clicked region", elem_id="labels-add-layer")
+            layer_index = gr.Number(value=1, precision=0, label="Layer #", minimum=1)
+            layer_up = gr.Button("Move up (later, on top)")
+            layer_down = gr.Button("Move down (earlier, below)")
+            layer_remove = gr.Button("Remove")
+            preview_layers = gr.Button("Preview reconstruction", variant="primary", elem_id="labels-preview-layers")
     with gr.Accordion("Class distribution", open=True, elem_id="labels-distribution"):
         refresh_stats = gr.Button("Compute statistics", size="sm", elem_id="labels-stats")
         stats_line = gr.Markdown(elem_id="labels-stats-line")
@@ -324,8 +342,9 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> LabelMapsController:
     @shows_errors
     def on_class(name: str | None, area: float):
         if not name:
-            return [], gr.skip()
-        return controller.region_gallery(name, int(area)), gr.Dropdown(value=[])
+            return [], [], gr.skip()
+        items, identities = controller.region_gallery(name, int(area))
+        return items, identities, gr.Dropdown(value=controller.default_targets([name]))
 
     @shows_errors
     def on_preview(name: str | None, rec_mode: str, more: list[str], target_ids: list[str], base_choice: str,
@@ -348,6 +367,22 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> LabelMapsController:
             request_obj = _fixed_base(request_obj, base_choice)
         session = getattr(request, "session_hash", None)
         return controller.preview(session, request_obj), None
+
+    @shows_errors
+    def on_preview_layers(layer_list: list, base_choice: str, band_text: str, seed_value: float, n: float, area: float,
+                          p_mode: str, translate: float, lo: float, hi: float, rotate: float, flip_ok: bool,
+                          protect: list[str], layer_rule: str, border: float, request: gr.Request):  # fmt: skip
+        if not layer_list:
+            raise InvalidInput("add at least one region as a layer first")
+        use_bands = base_choice == "(bands)"
+        fixed = base_choice not in ("(random map)", "(bands)")
+        request_obj = RecombineRequest(
+            "reconstruct", tuple(dict.fromkeys(layer[1] for layer in layer_list)), int(n), int(seed_value or 0),
+            _placement(p_mode, translate, lo, hi, rotate, flip_ok, protect, layer_rule, border),
+            (base_choice,) if fixed else None, parse_bands(band_text, ctx.dataset.classes) if use_bands else None,
+            int(area), tuple(tuple(layer) for layer in layer_list),
+        )  # fmt: skip
+        return controller.preview(getattr(request, "session_hash", None), request_obj), None
 
     @shows_errors
     def on_keep(index: int | None, everything: bool, request: gr.Request):
@@ -381,12 +416,28 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> LabelMapsController:
         items, ids = controller.kept_gallery()
         return gr.Dropdown(choices=controller.present_classes() or all_classes), items, ids
 
+    @shows_errors
+    def on_load_stats():
+        # Small datasets get their charts at once; large ones wait for the button (it streams every map).
+        labelled = sum(1 for s in ctx.dataset.samples if s.has_label_map)
+        if labelled > AUTO_STATS_LIMIT:
+            return gr.skip(), gr.skip(), f"{labelled} label maps: press *Compute statistics* to stream them.", gr.skip()
+        return controller.distribution()
+
     def on_preview_select(evt: gr.SelectData):
         return evt.index
 
     preview_inputs = [region_class, mode, extra_classes, targets, base, bands, seed, count, min_area, *placement_inputs]
     demo.load(on_load, outputs=[region_class, kept_gallery, kept_ids])
-    region_class.change(on_class, inputs=[region_class, min_area], outputs=[region_gallery, targets])
+    demo.load(on_load_stats, outputs=[appearance_plot, pixel_plot, stats_line, stats_table])
+    region_class.change(on_class, inputs=[region_class, min_area], outputs=[region_gallery, region_ids, targets])
+    region_gallery.select(_pick_region, inputs=region_ids, outputs=clicked_region)
+    add_layer.click(_add_layer, inputs=[layers, clicked_region], outputs=[layers, layers_table])
+    layer_up.click(_move_layer(+1), inputs=[layers, layer_index], outputs=[layers, layers_table])
+    layer_down.click(_move_layer(-1), inputs=[layers, layer_index], outputs=[layers, layers_table])
+    layer_remove.click(_remove_layer, inputs=[layers, layer_index], outputs=[layers, layers_table])
+    preview_layers.click(on_preview_layers, inputs=[layers, base, bands, seed, count, min_area, *placement_inputs],
+                         outputs=[previews, selected])  # fmt: skip
     preview_button.click(on_preview, inputs=preview_inputs, outputs=[previews, selected])
     reroll.click(lambda s: int(s or 0) + 1, inputs=seed, outputs=seed).then(
         on_preview, inputs=preview_inputs, outputs=[previews, selected]
@@ -403,6 +454,46 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> LabelMapsController:
     plan_button.click(on_plan, inputs=[plan_mode, n_balance, share, seed], outputs=[plan_plot, plan_summary])
     kept_gallery.select(on_kept_select, inputs=kept_ids, outputs=[kept_image, kept_manifest])
     return controller
+
+
+def _layers_frame(layer_list: list) -> pd.DataFrame:
+    rows = [[i + 1, cls, sample, f"#{component + 1}"] for i, (sample, cls, component) in enumerate(layer_list)]
+    return pd.DataFrame(rows, columns=["layer", "class", "sample", "region"])
+
+
+def _pick_region(evt: gr.SelectData, identities: list) -> list | None:
+    return identities[int(evt.index)] if evt.index is not None and 0 <= int(evt.index) < len(identities) else None
+
+
+@shows_errors
+def _add_layer(layer_list: list, clicked: list | None):
+    if not clicked:
+        raise InvalidInput("click a region in the gallery first")
+    updated = [*(layer_list or []), clicked]
+    return updated, _layers_frame(updated)
+
+
+def _move_layer(step: int):
+    @shows_errors
+    def handler(layer_list: list, index: float):
+        position = int(index or 0) - 1
+        if not 0 <= position < len(layer_list or []):
+            raise InvalidInput(f"no layer #{int(index or 0)}; there are {len(layer_list or [])}")
+        other = min(max(position + step, 0), len(layer_list) - 1)
+        updated = list(layer_list)
+        updated[position], updated[other] = updated[other], updated[position]
+        return updated, _layers_frame(updated)
+
+    return handler
+
+
+@shows_errors
+def _remove_layer(layer_list: list, index: float):
+    position = int(index or 0) - 1
+    if not 0 <= position < len(layer_list or []):
+        raise InvalidInput(f"no layer #{int(index or 0)}; there are {len(layer_list or [])}")
+    updated = [layer for i, layer in enumerate(layer_list) if i != position]
+    return updated, _layers_frame(updated)
 
 
 def _fixed_base(request: RecombineRequest, base_id: str) -> RecombineRequest:

@@ -19,8 +19,8 @@ def labels(samples_copy, tmp_path):
 
 def test_regions_previews_keep_and_distribution(labels):
     assert labels.present_classes() == ["cat", "diningtable", "person"]
-    gallery = labels.region_gallery("cat")
-    assert gallery and gallery[0][1].startswith("chelsea #1")
+    gallery, identities = labels.region_gallery("cat")
+    assert gallery and gallery[0][1].startswith("chelsea #1") and identities[0] == ["chelsea", "cat", 0]
     assert labels.default_targets(["cat"]) == ["astronaut", "coffee"]
     items = labels.preview("s", RecombineRequest("overlay", ("cat",), 3, 4, Placement()))
     assert len(items) == 3 and "cat from chelsea" in items[0][1]
@@ -35,6 +35,26 @@ def test_regions_previews_keep_and_distribution(labels):
     assert "imbalance ratio 1.00" in line and set(app["when"]) == {"now", "with kept"}
     image, manifest = labels.kept_view("kept_overlay_000001")
     assert image.ndim == 3 and json.loads(manifest)["id"] == "kept_overlay_000001"
+
+
+def test_reconstruction_layers_are_pasted_in_order_and_can_be_reordered(labels):
+    from studio.tabs.labels import _add_layer, _move_layer, _remove_layer
+
+    layers, frame = _add_layer([], ["chelsea", "cat", 0])
+    layers, frame = _add_layer(layers, ["coffee", "diningtable", 0])
+    layers, frame = _move_layer(-1)(layers, 2)
+    assert [layer[1] for layer in layers] == ["diningtable", "cat"] and list(frame["layer"]) == [1, 2]
+    request = RecombineRequest("reconstruct", ("diningtable", "cat"), 1, 3, Placement(mode="keep"),
+                               targets=("astronaut",), layers=tuple(tuple(x) for x in layers))  # fmt: skip
+    (item,) = labels.preview("s", request)
+    sample = labels.previews.peek("s", "last")[0]
+    assert sample.record["base"] == {"sample": "astronaut"}
+    assert [step["region"]["sample"] for step in sample.record["steps"]] == ["coffee", "chelsea"]
+    assert 8 in sample.result.label_map  # the cat, pasted last, is on top
+    layers, _ = _remove_layer(layers, 1)
+    assert layers == [["chelsea", "cat", 0]]
+    with pytest.raises(Exception, match="no layer #5"):
+        _remove_layer(layers, 5)
 
 
 def test_keep_without_preview_and_bad_bands_say_what_to_do(labels):

@@ -214,6 +214,44 @@ def _run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_priors(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from core.io.atomic import atomic_write_text
+    from core.io.dataset import load_sample_image, load_sample_label_map, open_dataset
+    from core.priors.edges import EdgeParams
+    from core.priors.pipeline import PriorSettings, compute_priors, write_png
+    from core.priors.prompts import prompt_for
+    from core.progress import track
+
+    dataset = open_dataset(args.dir)
+    edges = EdgeParams(canny_low=args.canny_low, canny_high=args.canny_high)
+    settings = PriorSettings.for_type(args.type, w1=args.w1, w2=args.w2, thickness=args.thickness, edges=edges)
+    out = Path(args.out)
+    labelled = [s for s in dataset.samples if s.has_label_map]
+    lines, notes = [], set()
+    for sample in track(labelled, message="priors"):
+        image = load_sample_image(sample)
+        label_map = load_sample_label_map(dataset, sample, image.shape[:2])
+        write_png(out / f"{sample.id}.png", compute_priors(image, label_map, dataset.classes, settings).condition)
+        if args.prompts:
+            result = prompt_for(
+                image, label_map, dataset.classes, template=args.template, use_captioner=not args.no_captioner
+            )
+            notes.add(result.note) if result.note else None
+            lines.append(json.dumps({"id": sample.id, "prompt": result.prompt, "negative_prompt": args.negative,
+                                     "caption": result.caption, "classes": result.classes,
+                                     "prior": settings.record()}, sort_keys=True))  # fmt: skip
+    if args.prompts:
+        atomic_write_text(out / "prompts.jsonl", "\n".join(lines) + "\n")
+    print(
+        f"wrote {len(labelled)} condition images to {out}" + (f" and {out / 'prompts.jsonl'}" if args.prompts else "")
+    )
+    for note in sorted(notes):
+        print(f"note: prompts were built from class names alone; {note}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``segstudio`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="segstudio", description="Annotation and augmentation studio for semantic segmentation.")  # fmt: skip
@@ -279,6 +317,29 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--seed", type=int, default=0)
     plan.add_argument("--out", metavar="plan.json")
     plan.set_defaults(handler=_run_plan)
+
+    from core.priors.pipeline import CONDITION_TYPES
+    from core.priors.prompts import DEFAULT_NEGATIVE, DEFAULT_TEMPLATE
+
+    priors = sub.add_parser("priors", help="condition images (image prior blended with the label map's) and prompts")
+    priors.add_argument("dir", metavar="DIR")
+    priors.add_argument(
+        "--type",
+        choices=list(CONDITION_TYPES),
+        default="canny",
+        help="image prior (blended with class boundaries), or ade20k for segmentation ControlNets",
+    )
+    priors.add_argument("--w1", type=float, default=0.7, help="weight of the image prior")
+    priors.add_argument("--w2", type=float, default=0.9, help="weight of the label-map prior")
+    priors.add_argument("--thickness", type=int, default=2, help="class boundary width in pixels")
+    priors.add_argument("--canny-low", type=int, default=100)
+    priors.add_argument("--canny-high", type=int, default=200)
+    priors.add_argument("--out", required=True, metavar="OUT")
+    priors.add_argument("--prompts", action="store_true", help="also write OUT/prompts.jsonl")
+    priors.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt template with {caption} and {classes}")
+    priors.add_argument("--negative", default=DEFAULT_NEGATIVE, help="negative prompt")
+    priors.add_argument("--no-captioner", action="store_true", help="build prompts from class names alone")
+    priors.set_defaults(handler=_run_priors)
 
     info = sub.add_parser("info", help="summarise a dataset folder")
     info.add_argument("dir", metavar="DIR")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,7 +150,9 @@ def _hf_snapshot(repo_id: str) -> Path | None:
 def _generic_load(spec: ModelSpec, folder: Path, policy: DevicePolicy) -> Any:
     """``Class.from_pretrained(folder)`` for a ``"module:Class"`` loader, moved to the policy's device."""
     module_name, _, class_name = str(spec.loader).partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    with warnings.catch_warnings():  # library import noise (optional extras, deprecations) is not ours to show
+        warnings.simplefilter("ignore")
+        cls = getattr(importlib.import_module(module_name), class_name)
     if not hasattr(cls, "from_pretrained"):  # a loader function of our own: loader(folder, policy)
         return cls(folder, policy)
     kwargs = dict(spec.loader_kwargs)
@@ -363,10 +366,10 @@ def default_specs() -> list[ModelSpec]:
         _annotator("teed", "TEEDdetector", ("5_model.pth",), "TEED tiny edge detector (controlnet-aux)",
                    repo="fal-ai/teed", filename="5_model.pth"),
         ModelSpec(
-            "blip-captioner", "Salesforce/blip-image-captioning-base", "captioner",
-            "transformers:BlipForConditionalGeneration",
-            (("config.json",), TRANSFORMERS_WEIGHTS, ("preprocessor_config.json",), ("tokenizer_config.json",)),
-            description="BLIP image captioning (base)", download_size="990 MB",
+            "blip-captioner", "Salesforce/blip-image-captioning-base", "captioner", "core.priors.prompts:load_captioner",
+            (("config.json",), TRANSFORMERS_WEIGHTS, ("preprocessor_config.json", "processor_config.json"),
+             ("tokenizer_config.json",)),
+            description="BLIP image captioning (base); any image-to-text model works in its place", download_size="990 MB",
         ),
         _diffusers_pipeline("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "StableDiffusionPipeline",
                             "Stable Diffusion 1.5 base model", "4 GB"),

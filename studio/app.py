@@ -21,6 +21,7 @@ from studio.tabs import annotate as annotate_tab
 from studio.tabs import dataset as dataset_tab
 from studio.tabs import labels as labels_tab
 from studio.tabs import models as models_tab
+from studio.tabs import priors as priors_tab
 
 CSS = """
 .legend { display: flex; flex-wrap: wrap; gap: 6px 14px; font-size: 0.9em; }
@@ -96,6 +97,8 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                 demo.annotate = annotate_tab.build(ctx, demo)  # type: ignore[attr-defined]
             with gr.Tab("Label maps", id="labels"):
                 demo.labels = labels_tab.build(ctx, demo)  # type: ignore[attr-defined]
+            with gr.Tab("Priors", id="priors"):
+                demo.priors = priors_tab.build(ctx, demo)  # type: ignore[attr-defined]
             with gr.Tab("Models", id="models"):
                 models_tab.build(ctx, demo)
     demo.studio_context = ctx  # type: ignore[attr-defined]

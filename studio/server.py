@@ -22,6 +22,10 @@ def serve_from_args(args: argparse.Namespace) -> int:
     # workspace so that the server only ever serves files from the dataset and workspace folders.
     os.environ.setdefault("GRADIO_TEMP_DIR", str(workspace.output_root / ".gradio"))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # CPU-bound events (refining boxes, previews) may run side by side; GPU events set their own limit
+    # of 1. Set through the environment, read when the Blocks' queue is made: calling demo.queue()
+    # instead would build the whole FastAPI app an extra time at start-up (about 0.25 s here).
+    os.environ.setdefault("GRADIO_DEFAULT_CONCURRENCY_LIMIT", "4")
 
     from studio.app import StudioConfig, build_app, launch_kwargs
 
@@ -35,7 +39,6 @@ def serve_from_args(args: argparse.Namespace) -> int:
         )
     print(f"SegStudio: new outputs go to {workspace.output_root}", flush=True)
     demo = build_app(config)
-    demo.queue(default_concurrency_limit=4)
     demo.launch(**launch_kwargs(config))
     return 0
 

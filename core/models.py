@@ -71,6 +71,7 @@ class ModelSpec:
         loader_kwargs: extra keyword arguments for ``from_pretrained``.
         description: one line for people.
         download_size: rough size of the weights, for people.
+        base: for ControlNets and T2I-Adapters, the registry id of the base diffusion model they attach to.
     """
 
     id: str
@@ -81,6 +82,7 @@ class ModelSpec:
     loader_kwargs: dict = field(default_factory=dict, hash=False, compare=False)
     description: str = ""
     download_size: str = ""
+    base: str | None = None
 
     def file_list(self) -> str:
         """The required files as people read them: ``a, b (or c)``."""
@@ -333,8 +335,9 @@ def _annotator(model_id: str, detector: str, files: tuple[str, ...], description
 
 
 def _diffusers_component(model_id: str, repo: str, task: str, cls: str, description: str, size: str) -> ModelSpec:
+    base = "sdxl" if "sdxl" in model_id else "sd15"
     return ModelSpec(model_id, repo, task, f"diffusers:{cls}", (("config.json",), DIFFUSERS_WEIGHTS),
-                     description=description, download_size=size)  # fmt: skip
+                     description=description, download_size=size, base=base)  # fmt: skip
 
 
 def _diffusers_pipeline(model_id: str, repo: str, cls: str, description: str, size: str,
@@ -346,7 +349,9 @@ def _diffusers_pipeline(model_id: str, repo: str, cls: str, description: str, si
     for suffix in text_encoders:
         rules += (
             (f"text_encoder{suffix}/config.json",), tuple(f"text_encoder{suffix}/{n}" for n in TRANSFORMERS_WEIGHTS),
-            (f"tokenizer{suffix}/vocab.json",), (f"tokenizer{suffix}/merges.txt",),
+            # transformers 5 saves CLIP tokenizers as tokenizer.json; the Hub repos hold vocab.json + merges.txt
+            (f"tokenizer{suffix}/vocab.json", f"tokenizer{suffix}/tokenizer.json"),
+            (f"tokenizer{suffix}/merges.txt", f"tokenizer{suffix}/tokenizer.json"),
         )  # fmt: skip
     return ModelSpec(model_id, repo, "diffusion-base", f"diffusers:{cls}", rules, description=description,
                      download_size=size)  # fmt: skip

@@ -252,6 +252,49 @@ def _run_priors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from core.io.dataset import open_dataset
+    from core.labels.recombine import write_samples
+
+    dataset = open_dataset(args.dir)
+    if args.backend == "composite":
+        samples = _composite_samples(dataset, args)
+    else:
+        from core.errors import InvalidInput
+        from core.generate.diffusion import DiffusionSettings
+        from core.generate.runner import generate_dataset
+
+        if not args.model:
+            raise InvalidInput("--model is required for the diffusion backends; `segstudio models` lists them")
+        # An empty prompt is filled per sample: its saved prompt, else its class names.
+        settings = DiffusionSettings(prompt=args.prompt or "", negative_prompt=args.negative, steps=args.steps,
+                                     guidance_scale=args.guidance, conditioning_scale=args.conditioning_scale,
+                                     width=args.width, height=args.height, seed=args.seed, count=args.count)  # fmt: skip
+        samples = generate_dataset(dataset, args.backend, args.model, settings,
+                                   priors_root=Path(args.priors) if args.priors else None)  # fmt: skip
+    manifest = write_samples(args.out, dataset.classes, samples)
+    print(f"wrote {len(samples)} samples to {args.out} (manifest {manifest})")
+    return 0
+
+
+def _composite_samples(dataset, args: argparse.Namespace):
+    from core.generate.composite import CompositeParams, CompositeRequest, composite_sample
+    from core.labels.overlay import Placement
+    from core.labels.recombine import RegionLibrary
+    from core.progress import track
+
+    placement = Placement(mode="random", max_translate=args.max_translate, scale=(args.min_scale, args.max_scale),
+                          max_rotate=args.max_rotate, flip=not args.no_flip)  # fmt: skip
+    params = CompositeParams(placement, (args.min_objects, args.max_objects), args.max_truncation, args.max_overlap,
+                             args.blending, args.blend_size, args.distractors)  # fmt: skip
+    request = CompositeRequest(tuple(args.class_names or ()), args.count, args.seed, params,
+                               tuple(args.background) if args.background else None, args.min_area)  # fmt: skip
+    library = RegionLibrary(dataset, request.min_area)
+    return [composite_sample(library, request, i) for i in track(range(request.count), message="compositing")]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``segstudio`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="segstudio", description="Annotation and augmentation studio for semantic segmentation.")  # fmt: skip
@@ -340,6 +383,38 @@ def build_parser() -> argparse.ArgumentParser:
     priors.add_argument("--negative", default=DEFAULT_NEGATIVE, help="negative prompt")
     priors.add_argument("--no-captioner", action="store_true", help="build prompts from class names alone")
     priors.set_defaults(handler=_run_priors)
+
+    gen = sub.add_parser("generate", help="new samples: cut-and-paste composites, or images generated for label maps")
+    gen.add_argument("dir", metavar="DIR")
+    gen.add_argument("--backend", choices=["composite", "controlnet", "t2i-adapter"], default="composite")
+    gen.add_argument("--model", metavar="ID", help="control model id for the diffusion backends (segstudio models)")
+    gen.add_argument("--count", type=int, default=4, metavar="N")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--out", required=True, metavar="OUT", help="output folder (VOC layout plus manifest.jsonl)")
+    gen.add_argument("--priors", metavar="DIR", help="saved condition images and prompts (<workspace>/outputs/priors)")
+    gen.add_argument("--prompt", help="one prompt for every sample (default: the saved prompt, else the class names)")
+    gen.add_argument("--negative", default=DEFAULT_NEGATIVE)
+    gen.add_argument("--steps", type=int, default=30)
+    gen.add_argument("--guidance", type=float, default=7.5)
+    gen.add_argument("--conditioning-scale", type=float, default=1.0)
+    gen.add_argument("--width", type=int)
+    gen.add_argument("--height", type=int)
+    gen.add_argument("--class", dest="class_names", action="append", metavar="NAME", help="composite: classes to paste")
+    gen.add_argument("--background", action="append", metavar="ID", help="composite: background samples (repeatable)")
+    gen.add_argument("--min-objects", type=int, default=1)
+    gen.add_argument("--max-objects", type=int, default=3)
+    gen.add_argument("--blending", choices=["none", "gaussian", "poisson", "box", "motion"], default="gaussian")
+    gen.add_argument("--blend-size", type=int, default=3)
+    gen.add_argument("--distractors", type=int, default=0)
+    gen.add_argument("--max-truncation", type=float, default=0.3)
+    gen.add_argument("--max-overlap", type=float, default=0.3)
+    gen.add_argument("--max-translate", type=float, default=0.5)
+    gen.add_argument("--min-scale", type=float, default=0.5)
+    gen.add_argument("--max-scale", type=float, default=1.2)
+    gen.add_argument("--max-rotate", type=float, default=15.0)
+    gen.add_argument("--no-flip", action="store_true")
+    gen.add_argument("--min-area", type=int, default=64)
+    gen.set_defaults(handler=_run_generate)
 
     info = sub.add_parser("info", help="summarise a dataset folder")
     info.add_argument("dir", metavar="DIR")

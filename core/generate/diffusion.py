@@ -30,7 +30,7 @@ class DiffusionSettings:
     """Every setting of one generation run.
 
     Attributes:
-        prompt, negative_prompt: the text conditions.
+        prompt, negative_prompt: the text conditions (an empty prompt is filled per sample by the runner).
         steps: denoising steps.
         guidance_scale: classifier-free guidance.
         conditioning_scale: weight of the control (ControlNet / adapter conditioning scale).
@@ -58,7 +58,7 @@ class DiffusionSettings:
 
     def __post_init__(self) -> None:
         checks = [
-            (isinstance(self.prompt, str) and self.prompt.strip() != "", "the prompt is empty; write one or build it in the Priors tab"),
+            (isinstance(self.prompt, str), f"the prompt must be text, got {type(self.prompt).__name__}"),
             (1 <= self.steps <= 200, f"steps must be 1..200, got {self.steps}"),
             (0 <= self.guidance_scale <= 50, f"guidance scale must be 0..50, got {self.guidance_scale}"),
             (0 <= self.conditioning_scale <= 5, f"conditioning scale must be 0..5, got {self.conditioning_scale}"),
@@ -265,6 +265,8 @@ def generate_with(
     """The body both backends share (see :func:`core.generate.controlnet.generate`)."""
     registry = registry or default_registry()
     policy = policy or resolve_policy()
+    if not settings.prompt.strip():
+        raise InvalidInput("the prompt is empty; write one, or build it from the caption and classes in the Priors tab")
     condition = np.asarray(condition)
     if condition.ndim != 3 or condition.shape[2] != 3 or condition.dtype != np.uint8:
         raise InvalidInput(

@@ -19,6 +19,7 @@ from core.types import Dataset
 from core.workspace import Workspace, prepare_workspace
 from studio.tabs import annotate as annotate_tab
 from studio.tabs import dataset as dataset_tab
+from studio.tabs import generate as generate_tab
 from studio.tabs import labels as labels_tab
 from studio.tabs import models as models_tab
 from studio.tabs import priors as priors_tab
@@ -99,6 +100,8 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                 demo.labels = labels_tab.build(ctx, demo)  # type: ignore[attr-defined]
             with gr.Tab("Priors", id="priors"):
                 demo.priors = priors_tab.build(ctx, demo)  # type: ignore[attr-defined]
+            with gr.Tab("Generate", id="generate"):
+                demo.generate = generate_tab.build(ctx, demo)  # type: ignore[attr-defined]
             with gr.Tab("Models", id="models"):
                 models_tab.build(ctx, demo)
     demo.studio_context = ctx  # type: ignore[attr-defined]

@@ -162,6 +162,11 @@ def assemble_pipeline(
                 pipe.enable_model_cpu_offload()
             else:
                 pipe = pipe.to(policy.device)
+            if policy.is_cuda:  # convolution-heavy networks run faster channels-last on tensor cores
+                import torch
+
+                pipe.unet.to(memory_format=torch.channels_last)
+                getattr(pipe, control_kwarg).to(memory_format=torch.channels_last)
             pipe.set_progress_bar_config(disable=True)
             _PIPELINES.clear()
             _PIPELINES[key] = pipe

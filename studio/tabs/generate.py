@@ -1,0 +1,296 @@
+"""The Generate tab: controllable diffusion (ControlNet, T2I-Adapter) and cut-and-paste compositing for a
+sample's label map, with progress, cancel, a gallery of results and keeping them as new samples."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import gradio as gr
+import numpy as np
+
+from core.errors import InvalidInput
+from core.generate.composite import BLENDINGS, CompositeParams, CompositeRequest, composite_sample
+from core.generate.diffusion import DEFAULT_NEGATIVE, DiffusionSettings
+from core.generate.runner import condition_and_prompt, generate_sample
+from core.io.dataset import load_sample_image, load_sample_label_map
+from core.labels.overlay import Placement
+from core.labels.recombine import RecombinedSample, RegionLibrary, kept_count, renamed, write_samples
+from core.priors.pipeline import priors_dir
+from core.progress import CancelToken
+from core.viz import overlay
+from studio.errors import shows_errors
+from studio.session_store import SessionStore
+
+if TYPE_CHECKING:
+    from studio.app import StudioContext
+
+BACKENDS = ("composite", "controlnet", "t2i-adapter")
+
+
+class GenerateController:
+    """The tab's logic, independent of the layout."""
+
+    def __init__(self, ctx: StudioContext):
+        self.ctx = ctx
+        self.store = SessionStore(per_session=4)
+        self._library: RegionLibrary | None = None
+
+    @property
+    def classes(self):
+        return self.ctx.dataset.classes
+
+    @property
+    def kept_dir(self) -> Path:
+        return self.ctx.config.workspace.output_root / "generated"
+
+    @property
+    def priors_root(self) -> Path:
+        return priors_dir(self.ctx.config.workspace.output_root).parent
+
+    def library(self) -> RegionLibrary:
+        if self._library is None:
+            self._library = RegionLibrary(self.ctx.dataset)
+        return self._library
+
+    def model_choices(self, backend: str) -> list[tuple[str, str]]:
+        """Control models of a backend, marked when their weights (or their base's) are missing."""
+        if backend == "composite":
+            return [("compositing (always available)", "composite")]
+        out = []
+        for spec in self.ctx.registry.specs(task=backend):
+            ok = self.ctx.registry.status(spec.id).available and self.ctx.registry.status(spec.base).available
+            out.append((spec.id if ok else f"{spec.id} (weights missing)", spec.id))
+        return out
+
+    def model_status(self, backend: str, model_id: str | None) -> str:
+        """A line saying whether the model can run, or exactly which files to install where."""
+        if backend == "composite" or not model_id:
+            return "Compositing needs no model weights."
+        messages = []
+        for model in (model_id, self.ctx.registry.spec(model_id).base):
+            status = self.ctx.registry.status(model)
+            if not status.available:
+                messages.append(html.escape(status.install_message()))
+        return "Ready." if not messages else "**Unavailable.** " + " ".join(messages)
+
+    def source_views(self, sample_id: str) -> tuple[np.ndarray, np.ndarray | None, str, str]:
+        """The sample with its label map overlaid, its condition image, prompt and a note on where they come from."""
+        sample = self.ctx.dataset.get(sample_id)
+        image = load_sample_image(sample)
+        label_map = load_sample_label_map(self.ctx.dataset, sample, image.shape[:2])
+        if label_map is None:
+            raise InvalidInput(f"{sample_id!r} has no label map yet: generators keep a label map and make its image")
+        condition, prompt, _, origin = condition_and_prompt(
+            self.ctx.dataset, sample_id, "canny", self.priors_root, None
+        )
+        note = ("condition image and prompt saved in the Priors tab" if origin["source"] == "saved"
+                else "no saved prior: Canny + class boundaries and the class names (save one in the Priors tab)")  # fmt: skip
+        return overlay(image, label_map, self.classes, 0.5), condition, prompt, note
+
+    def run_diffusion(self, session, sample_id, backend, model_id, settings: DiffusionSettings, progress) -> list:
+        token = self.cancel_token(session)
+        token.reset()
+        results = generate_sample(self.ctx.dataset, sample_id, backend, model_id, settings, priors_root=self.priors_root,
+                                  registry=self.ctx.registry, progress=progress, cancel=token)  # fmt: skip
+        return self._remember(session, results)
+
+    def run_composite(self, session, request: CompositeRequest, progress) -> list:
+        token = self.cancel_token(session)
+        token.reset()
+        results = []
+        for i in range(request.count):
+            token.raise_if_cancelled("compositing")
+            progress(i / request.count, f"composite {i + 1}/{request.count}")
+            results.append(composite_sample(self.library(), request, i))
+        return self._remember(session, results)
+
+    def _remember(self, session, results: list[RecombinedSample]) -> list:
+        self.store.put(session, "results", results)
+        return [(self.render(r), self.caption(r)) for r in results]
+
+    def render(self, sample: RecombinedSample) -> np.ndarray:
+        """The generated image beside its label map overlay, ``H x 2W x 3 uint8``."""
+        image = sample.result.image
+        return np.concatenate([image, overlay(image, sample.result.label_map, self.classes, 0.5)], axis=1)
+
+    @staticmethod
+    def caption(sample: RecombinedSample) -> str:
+        record = sample.record
+        where = record.get("source") or record.get("background")
+        return f"{record['mode']} · {where} · seed {record['seed']} #{record['index']}"
+
+    def cancel_token(self, session) -> CancelToken:
+        return self.store.get(session, "cancel", CancelToken)
+
+    def keep(self, session, indices: list[int] | None) -> list[str]:
+        """Save results (all when ``indices`` is None) as new samples with their settings records."""
+        results = self.store.peek(session, "results")
+        if not results:
+            raise InvalidInput("generate something first: there is nothing to keep")
+        chosen = results if indices is None else [results[i] for i in indices if 0 <= i < len(results)]
+        if not chosen:
+            raise InvalidInput("select a result in the gallery first")
+        start = kept_count(self.kept_dir)
+        kept = [
+            renamed(s, f"kept_{s.record['mode'].replace('-', '_')}_{start + k + 1:06d}") for k, s in enumerate(chosen)
+        ]
+        write_samples(self.kept_dir, self.classes, kept, append=True)
+        return [s.id for s in kept]
+
+
+def _diffusion_settings(
+    prompt, negative, steps, guidance, scale, width, height, seed, count, batch, slicing, tiling, offload
+):
+    return DiffusionSettings(
+        prompt=prompt or "", negative_prompt=negative or "", steps=int(steps), guidance_scale=float(guidance),
+        conditioning_scale=float(scale), width=int(width) or None, height=int(height) or None, seed=int(seed or 0),
+        count=int(count), batch_size=int(batch), attention_slicing=bool(slicing), vae_tiling=bool(tiling),
+        cpu_offload=bool(offload),
+    )  # fmt: skip
+
+
+def _composite_request(classes, names, lo, hi, blending, size, distractors, truncation, overlap, smin, smax, rotate,
+                       seed, count, background: str | None = None) -> CompositeRequest:  # fmt: skip
+    placement = Placement(mode="random", max_translate=0.5, scale=(float(smin), float(smax)), max_rotate=float(rotate))
+    params = CompositeParams(placement, (int(lo), int(max(lo, hi))), float(truncation), float(overlap), blending,
+                             int(size), int(distractors))  # fmt: skip
+    for name in names or []:
+        classes.index_of(name)
+    return CompositeRequest(
+        tuple(names or ()), int(count), int(seed or 0), params, (background,) if background else None
+    )
+
+
+def build(ctx: StudioContext, demo: gr.Blocks) -> GenerateController:
+    """Lay out the Generate tab and wire its events."""
+    controller = GenerateController(ctx)
+    labelled = [s.id for s in ctx.dataset.samples if s.has_label_map]
+    with gr.Row():
+        sample = gr.Dropdown(choices=labelled, value=labelled[0] if labelled else None, label="Sample (its label map is kept)",
+                             elem_id="gen-sample", scale=2)  # fmt: skip
+        backend = gr.Radio(list(BACKENDS), value="composite", label="Backend", elem_id="gen-backend", scale=2)
+        model = gr.Dropdown(choices=controller.model_choices("composite"), value="composite", label="Model",
+                            elem_id="gen-model", scale=2)  # fmt: skip
+    model_note = gr.Markdown(controller.model_status("composite", None), elem_id="gen-model-note")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            source_view = gr.Image(
+                label="Source · label map", type="numpy", interactive=False, height=240, elem_id="gen-source"
+            )
+            condition_view = gr.Image(
+                label="Condition image", type="numpy", interactive=False, height=240, elem_id="gen-condition"
+            )
+            source_note = gr.Markdown(elem_id="gen-source-note")
+            with gr.Row():
+                seed = gr.Number(value=0, precision=0, label="Seed", elem_id="gen-seed")
+                count = gr.Slider(1, 16, value=4, step=1, label="Images", elem_id="gen-count")
+            with gr.Accordion("Diffusion settings", open=False):
+                prompt = gr.Textbox(
+                    label="Prompt (empty: the saved prompt, else the class names)", lines=2, elem_id="gen-prompt"
+                )
+                negative = gr.Textbox(value=DEFAULT_NEGATIVE, label="Negative prompt")
+                steps = gr.Slider(1, 100, value=30, step=1, label="Steps")
+                guidance = gr.Slider(0, 20, value=7.5, step=0.5, label="Guidance scale")
+                scale = gr.Slider(0, 2, value=1.0, step=0.05, label="Conditioning scale")
+                with gr.Row():
+                    width = gr.Number(value=0, precision=0, label="Width (0: auto)")
+                    height = gr.Number(value=0, precision=0, label="Height (0: auto)")
+                    batch = gr.Slider(1, 8, value=1, step=1, label="Batch size")
+                with gr.Row():
+                    slicing = gr.Checkbox(label="Attention slicing")
+                    tiling = gr.Checkbox(label="VAE tiling")
+                    offload = gr.Checkbox(label="CPU offload")
+            with gr.Accordion("Compositing settings", open=True):
+                composite_classes = gr.Dropdown(choices=list(ctx.dataset.classes.names[1:]), value=[], multiselect=True,
+                                                label="Classes to paste (empty: all labelled)", elem_id="gen-classes")  # fmt: skip
+                with gr.Row():
+                    min_objects = gr.Slider(1, 10, value=1, step=1, label="Objects, at least")
+                    max_objects = gr.Slider(1, 10, value=2, step=1, label="at most")
+                with gr.Row():
+                    blending = gr.Dropdown(list(BLENDINGS), value="gaussian", label="Blending", elem_id="gen-blending")
+                    blend_size = gr.Slider(1, 20, value=3, step=1, label="Blend size (px)")
+                    distractors = gr.Slider(0, 5, value=0, step=1, label="Distractors")
+                with gr.Row():
+                    truncation = gr.Slider(0, 1, value=0.3, step=0.05, label="Max truncation")
+                    overlap = gr.Slider(0, 1, value=0.3, step=0.05, label="Max overlap")
+                with gr.Row():
+                    min_scale = gr.Slider(0.1, 3, value=0.5, step=0.05, label="Scale from")
+                    max_scale = gr.Slider(0.1, 3, value=1.2, step=0.05, label="to")
+                    rotate = gr.Slider(0, 180, value=15, step=1, label="Max rotation (°)")
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", elem_id="gen-run")
+                cancel = gr.Button("Cancel", variant="stop", elem_id="gen-cancel")
+        with gr.Column(scale=3, min_width=420):
+            results = gr.Gallery(label="Results (image · label map); click one, then Keep selected", columns=1, height=620,
+                                 allow_preview=True, object_fit="contain", elem_id="gen-results", buttons=[])  # fmt: skip
+            selected = gr.State(None)
+            with gr.Row():
+                keep_one = gr.Button("Keep selected", elem_id="gen-keep")
+                keep_all = gr.Button("Keep all", elem_id="gen-keep-all")
+            kept_note = gr.Markdown(elem_id="gen-kept-note")
+
+    @shows_errors
+    def on_backend(kind: str):
+        choices = controller.model_choices(kind)
+        value = choices[0][1] if choices else None
+        return gr.Dropdown(choices=choices, value=value), controller.model_status(kind, value)
+
+    @shows_errors
+    def on_model(kind: str, model_id: str | None):
+        return controller.model_status(kind, model_id)
+
+    @shows_errors
+    def on_sample(sample_id: str | None):
+        if not sample_id:
+            return None, None, "", "Annotate a sample first: generators need a label map."
+        view, condition, prompt_text, note = controller.source_views(sample_id)
+        return view, condition, prompt_text, note
+
+    @shows_errors
+    def on_run(sample_id, kind, model_id, seed_value, n, text, neg, st, gd, sc, w, h, b, sl, tl, of, names, lo, hi, bl,
+               bs, dist, trunc, ovl, smin, smax, rot, request: gr.Request, progress=gr.Progress()):  # fmt: skip
+        session = getattr(request, "session_hash", None)
+        report = lambda f, m="": progress(f, desc=m)  # noqa: E731
+        if kind == "composite":
+            # the chosen sample is the background
+            req = _composite_request(ctx.dataset.classes, names, lo, hi, bl, bs, dist, trunc, ovl, smin, smax, rot,
+                                     seed_value, n, sample_id)  # fmt: skip
+            return controller.run_composite(session, req, report), None, ""
+        if not sample_id:
+            raise InvalidInput("pick a sample with a label map first")
+        settings = _diffusion_settings(text, neg, st, gd, sc, w, h, seed_value, n, b, sl, tl, of)
+        return controller.run_diffusion(session, sample_id, kind, model_id, settings, report), None, ""
+
+    def on_cancel(request: gr.Request):
+        controller.cancel_token(getattr(request, "session_hash", None)).cancel()
+        return "Cancelling at the next step…"
+
+    @shows_errors
+    def on_keep(index, request: gr.Request):
+        ids = controller.keep(getattr(request, "session_hash", None), [index] if index is not None else [])
+        return f"Kept {', '.join(ids)} in `{controller.kept_dir}` (manifest.jsonl holds each one's settings)."
+
+    @shows_errors
+    def on_keep_all(request: gr.Request):
+        ids = controller.keep(getattr(request, "session_hash", None), None)
+        return f"Kept {', '.join(ids)} in `{controller.kept_dir}` (manifest.jsonl holds each one's settings)."
+
+    def on_select(evt: gr.SelectData):
+        return evt.index
+
+    run_inputs = [sample, backend, model, seed, count, prompt, negative, steps, guidance, scale, width, height, batch,
+                  slicing, tiling, offload, composite_classes, min_objects, max_objects, blending, blend_size, distractors,
+                  truncation, overlap, min_scale, max_scale, rotate]  # fmt: skip
+    backend.change(on_backend, inputs=backend, outputs=[model, model_note])
+    model.change(on_model, inputs=[backend, model], outputs=model_note)
+    sample.change(on_sample, inputs=sample, outputs=[source_view, condition_view, prompt, source_note])
+    demo.load(on_sample, inputs=sample, outputs=[source_view, condition_view, prompt, source_note])
+    run_event = run.click(on_run, inputs=run_inputs, outputs=[results, selected, kept_note], concurrency_id="gpu",
+                          concurrency_limit=1)  # fmt: skip
+    cancel.click(on_cancel, outputs=kept_note, cancels=[run_event], queue=False)
+    results.select(on_select, outputs=selected)
+    keep_one.click(on_keep, inputs=selected, outputs=kept_note)
+    keep_all.click(on_keep_all, outputs=kept_note)
+    return controller

@@ -60,6 +60,8 @@ def main() -> None:
         page.locator("#gen-run").click()
         page.locator("#gen-results img").first.wait_for(timeout=60_000)
         page.wait_for_timeout(2500)
+        page.evaluate("window.scrollTo(0, 0)")
+        page.wait_for_timeout(300)
         page.screenshot(path=str(OUT / "generate.png"))
         page.get_by_role("tab", name="Models").click()
         page.locator("#models-table tr").first.wait_for(timeout=30_000)

@@ -160,6 +160,7 @@ def _generic_load(spec: ModelSpec, folder: Path, policy: DevicePolicy) -> Any:
     kwargs = dict(spec.loader_kwargs)
     if module_name.split(".")[0] in ("transformers", "diffusers"):
         kwargs.setdefault("local_files_only", True)
+        kwargs.setdefault("dtype", policy.torch_dtype)  # load in the policy's dtype rather than cast afterwards
     model = cls.from_pretrained(str(folder), **kwargs)
     return move_to_policy(model, policy)
 

@@ -16,10 +16,23 @@ from core.generate.diffusion import DiffusionSettings, output_size
 from core.models import ModelRegistry, default_specs
 from core.progress import CancelToken
 from tests.conftest import PROJECT_ROOT
-from tests.core.generate.tiny import SIZE, save_tiny_adapter, save_tiny_controlnet, save_tiny_sd15
+from tests.core.generate.tiny import (
+    SIZE,
+    save_tiny_adapter,
+    save_tiny_controlnet,
+    save_tiny_sd15,
+    save_tiny_sdxl,
+    save_tiny_sdxl_adapter,
+    save_tiny_sdxl_controlnet,
+)
 
 CPU = DevicePolicy("cpu", "float32")
-BACKENDS = [(controlnet, "controlnet-sd15-canny"), (t2i_adapter, "t2i-adapter-sd15-sketch")]
+BACKENDS = [
+    (controlnet, "controlnet-sd15-canny"),
+    (t2i_adapter, "t2i-adapter-sd15-sketch"),
+    (controlnet, "controlnet-sdxl-canny"),
+    (t2i_adapter, "t2i-adapter-sdxl-lineart"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +46,9 @@ def tiny_models(tmp_path_factory):
     save_tiny_sd15()
     save_tiny_controlnet()
     save_tiny_adapter()
+    save_tiny_sdxl()
+    save_tiny_sdxl_controlnet()
+    save_tiny_sdxl_adapter()
     if old is None:
         os.environ.pop("SEGSTUDIO_MODELS")
     else:
@@ -68,7 +84,8 @@ def test_outputs_shapes_determinism_and_record(registry, backend, model_id):
     )
     assert all(np.array_equal(a, b) for a, b in zip(result.images, again.images, strict=True))
     record = result.record
-    assert record["model"] == model_id and record["base"] == "sd15" and record["steps"] == 2
+    assert record["model"] == model_id and record["base"] == ("sdxl" if "sdxl" in model_id else "sd15")
+    assert record["steps"] == 2 and record["pipeline"].endswith(("ControlNetPipeline", "AdapterPipeline"))
     assert (
         record["seeds"] == [7, 8, 9]
         and record["control_revision"].startswith("local:")
@@ -149,9 +166,10 @@ def test_generate_command_pairs_generated_images_with_label_maps(registry, tiny_
     from core.io.images import image_size
 
     assert image_size(out / "JPEGImages" / "controlnet_000001.jpg") == (300, 451)  # chelsea's size
+    empty = {**os.environ, "SEGSTUDIO_MODELS": str(tmp_path / "no-models")}
     missing = subprocess.run([sys.executable, "-m", "core.cli", "generate", str(samples_copy), "--backend", "t2i-adapter",
                               "--model", "t2i-adapter-sdxl-lineart", "--out", str(tmp_path / "x")], cwd=PROJECT_ROOT,
-                             capture_output=True, text=True)  # fmt: skip
+                             capture_output=True, text=True, env=empty, timeout=120)  # fmt: skip
     assert (
         missing.returncode == 2
         and "stable-diffusion-xl-base-1.0" in missing.stderr

@@ -79,3 +79,58 @@ def save_tiny_adapter(repo: str = "TencentARC/t2iadapter_sketch_sd15v2") -> Path
     folder = models_dir() / repo
     adapter.save_pretrained(folder)
     return folder
+
+
+SDXL_EXTRA = dict(attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+                  addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+                  projection_class_embeddings_input_dim=80, cross_attention_dim=64)  # fmt: skip
+
+
+def save_tiny_sdxl(folder: Path | None = None) -> Path:
+    """A tiny SDXL pipeline folder (two text encoders) where the registry's ``sdxl`` belongs."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    folder = folder or models_dir() / "stabilityai" / "stable-diffusion-xl-base-1.0"
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=2, sample_size=SIZE // 2, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **SDXL_EXTRA)  # fmt: skip
+    vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)  # fmt: skip
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       timestep_spacing="leading", steps_offset=1)  # fmt: skip
+    tok_dir = folder.parent / (folder.name + "-tokenizer-src")
+    vocab_size = write_tokenizer_files(tok_dir)
+    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
+    config = CLIPTextConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                            num_attention_heads=4, max_position_embeddings=77, projection_dim=32, bos_token_id=0,
+                            eos_token_id=1, pad_token_id=1)  # fmt: skip
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=CLIPTextModel(config), text_encoder_2=CLIPTextModelWithProjection(config),
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler)  # fmt: skip
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_sdxl_controlnet(repo: str = "diffusers/controlnet-canny-sdxl-1.0") -> Path:
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(3)
+    model = ControlNetModel(block_out_channels=(32, 64), layers_per_block=2, in_channels=4,
+                            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                            conditioning_embedding_out_channels=(16, 32), **SDXL_EXTRA)  # fmt: skip
+    folder = models_dir() / repo
+    model.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_sdxl_adapter(repo: str = "TencentARC/t2i-adapter-lineart-sdxl-1.0") -> Path:
+    from diffusers import T2IAdapter
+
+    torch.manual_seed(4)
+    adapter = T2IAdapter(
+        in_channels=3, channels=[32, 64], num_res_blocks=2, downscale_factor=4, adapter_type="full_adapter_xl"
+    )
+    folder = models_dir() / repo
+    adapter.save_pretrained(folder)
+    return folder

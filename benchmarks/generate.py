@@ -23,6 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import calls_per_second  # noqa: E402
 from core.generate.composite import CompositeParams, blend_alpha, composite  # noqa: E402
 from core.labels.overlay import Placement, sample_transform  # noqa: E402
 from core.labels.regions import class_components  # noqa: E402
@@ -66,15 +67,7 @@ def compositing_rate(seconds: float) -> tuple[float, float]:
             image = np.clip(alpha * warped + (1 - alpha) * image, 0, 255).astype(np.uint8)
             label_map[mask] = 15
 
-    rates = []
-    for fn in (ours, anchor):
-        fn(0)
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            fn(count)
-            count += 1
-        rates.append(count / (time.perf_counter() - start))
-    return rates[0], rates[1]
+    return calls_per_second(ours, seconds), calls_per_second(anchor, seconds)
 
 
 SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),

@@ -24,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import calls_per_second  # noqa: E402
 from core.labels.overlay import Placement, WarpedRegion, overlay, paste, sample_transform  # noqa: E402
 from core.labels.regions import class_components  # noqa: E402
 from core.types import ClassSet  # noqa: E402
@@ -70,15 +71,7 @@ def overlay_rate(seconds: float) -> tuple[float, float]:
         image = cv2.warpAffine(source_image, matrix, (SIZE, SIZE), flags=cv2.INTER_LINEAR)
         paste(targets[i % 8].copy(), target_image.copy(), WarpedRegion((0, 0, SIZE, SIZE), mask, image), 8, placement)
 
-    rates = []
-    for fn in (ours, anchor):
-        fn(0)
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            fn(count)
-            count += 1
-        rates.append(count / (time.perf_counter() - start))
-    return rates[0], rates[1]
+    return calls_per_second(ours, seconds), calls_per_second(anchor, seconds)
 
 
 STATS_CHILD = """

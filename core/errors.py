@@ -26,3 +26,14 @@ class ModelUnavailable(StudioError):
 
 class Cancelled(StudioError):
     """Long-running work stopped because its cancel token was set."""
+
+
+def require_all(checks: list[tuple[bool, str]], prefix: str = "") -> None:
+    """Raise :class:`InvalidInput` with the first failing check's message (``prefix: message``).
+
+    Args:
+        checks: ``(condition, message)`` pairs, the message saying what is wrong and what is accepted.
+    """
+    for ok, message in checks:
+        if not ok:
+            raise InvalidInput(f"{prefix}: {message}" if prefix else message)

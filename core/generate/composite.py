@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, require_all
 from core.labels.overlay import Placement, Recombined, WarpedRegion, sample_transform, warp_region
 from core.labels.regions import Region
 
@@ -60,9 +60,7 @@ class CompositeParams:
             (0 <= self.distractors <= 20, f"distractors must be 0..20, got {self.distractors}"),
             (1 <= self.attempts <= 100, f"attempts must be 1..100, got {self.attempts}"),
         ]  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise InvalidInput(f"compositing: {message}")
+        require_all(checks, "compositing")
         object.__setattr__(self, "objects", tuple(int(v) for v in self.objects))
 
     def reach(self) -> int:

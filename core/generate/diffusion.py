@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from core.device import DevicePolicy, resolve_policy
-from core.errors import Cancelled, InvalidInput
+from core.errors import Cancelled, InvalidInput, require_all
 from core.models import ModelRegistry, default_registry
 from core.progress import CancelToken, ProgressFn, no_progress
 
@@ -73,9 +73,7 @@ class DiffusionSettings:
                     f"width and height must be multiples of 8 in 16..4096, got {size}",
                 )
             )
-        for ok, message in checks:
-            if not ok:
-                raise InvalidInput(message)
+        require_all(checks)
 
     def seeds(self) -> list[int]:
         return [self.seed + i for i in range(self.count)]

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, require_all
 from core.labels.regions import Region
 from core.types import IGNORE_INDEX
 
@@ -55,9 +55,7 @@ class Placement:
             (self.layer in LAYERS, f"layer must be one of {', '.join(LAYERS)}, got {self.layer!r}"),
             (0 <= self.ignore_border <= 50, f"ignore_border must be 0..50 pixels, got {self.ignore_border}"),
         ]  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise InvalidInput(f"placement: {message}")
+        require_all(checks, "placement")
         object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
         object.__setattr__(self, "protected", tuple(sorted({int(v) for v in self.protected})))
 

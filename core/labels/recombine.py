@@ -297,6 +297,15 @@ def renamed(sample: RecombinedSample, new_id: str) -> RecombinedSample:
     return RecombinedSample(new_id, sample.result, {**sample.record, "id": new_id})
 
 
+def keep_samples(out: str | Path, classes: ClassSet, chosen: Sequence[RecombinedSample]) -> list[str]:
+    """Append results to an output folder as new samples ``kept_<mode>_<n>`` (numbered after the ones
+    already there; the seed and index in each record still reproduce it); returns their ids."""
+    start = kept_count(out)
+    kept = [renamed(s, f"kept_{s.record['mode'].replace('-', '_')}_{start + k + 1:06d}") for k, s in enumerate(chosen)]
+    write_samples(out, classes, kept, append=True)
+    return [s.id for s in kept]
+
+
 def kept_count(out: str | Path) -> int:
     """How many samples an output folder's manifest lists."""
     manifest = Path(out) / "manifest.jsonl"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, require_all
 from core.types import Box
 
 
@@ -49,9 +49,7 @@ class DenseCRFParams:
             (self.working_size == 0 or self.working_size >= 32, f"working_size must be 0 or >= 32, got {self.working_size}"),
             (0 <= self.margin <= 2, f"margin must be 0..2, got {self.margin}"),
         ]  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise InvalidInput(f"DenseCRF: {message}")
+        require_all(checks, "DenseCRF")
 
 
 def check_probability(probability: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

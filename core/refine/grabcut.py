@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from core.errors import InvalidInput
+from core.errors import require_all
 from core.refine.gmm import ColorGMM
 from core.refine.graph import HARD, band_cut, contrast_beta, contrast_weights, grid_pairs, min_cut
 from core.types import Box
@@ -72,9 +72,7 @@ class GrabCutParams:
             (0 <= self.band <= 10, f"band must be 0..10 working pixels, got {self.band}"),
             (0 <= self.center_prior <= 50, f"center_prior must be 0..50, got {self.center_prior}"),
         ]  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise InvalidInput(f"GrabCut: {message}")
+        require_all(checks, "GrabCut")
 
 
 @dataclass

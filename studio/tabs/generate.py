@@ -16,7 +16,7 @@ from core.generate.diffusion import DEFAULT_NEGATIVE, DiffusionSettings
 from core.generate.runner import condition_and_prompt, generate_sample
 from core.io.dataset import load_sample_image, load_sample_label_map
 from core.labels.overlay import Placement
-from core.labels.recombine import RecombinedSample, RegionLibrary, kept_count, renamed, write_samples
+from core.labels.recombine import RecombinedSample, RegionLibrary, keep_samples
 from core.priors.pipeline import priors_dir
 from core.progress import CancelToken
 from core.viz import overlay
@@ -132,12 +132,7 @@ class GenerateController:
         chosen = results if indices is None else [results[i] for i in indices if 0 <= i < len(results)]
         if not chosen:
             raise InvalidInput("select a result in the gallery first")
-        start = kept_count(self.kept_dir)
-        kept = [
-            renamed(s, f"kept_{s.record['mode'].replace('-', '_')}_{start + k + 1:06d}") for k, s in enumerate(chosen)
-        ]
-        write_samples(self.kept_dir, self.classes, kept, append=True)
-        return [s.id for s in kept]
+        return keep_samples(self.kept_dir, self.classes, chosen)
 
 
 def _diffusion_settings(

@@ -20,11 +20,10 @@ from core.labels.recombine import (
     RecombinedSample,
     RecombineRequest,
     RegionLibrary,
+    keep_samples,
     kept_count,
     read_manifest,
     recombine_one,
-    renamed,
-    write_samples,
 )
 from core.labels.stats import ClassStats, dataset_stats
 from core.viz import overlay
@@ -117,10 +116,7 @@ class LabelMapsController:
         chosen = samples if indices is None else [samples[i] for i in indices if 0 <= i < len(samples)]
         if not chosen:
             raise InvalidInput("select a preview in the gallery first")
-        start = kept_count(self.kept_dir)
-        kept = [renamed(s, f"kept_{s.record['mode']}_{start + k + 1:06d}") for k, s in enumerate(chosen)]
-        write_samples(self.kept_dir, self.classes, kept, append=True)
-        return [s.id for s in kept]
+        return keep_samples(self.kept_dir, self.classes, chosen)
 
     def kept_gallery(self) -> tuple[list[tuple[str, str]], list[str]]:
         """The kept samples (image files) with their ids."""

@@ -219,8 +219,9 @@ def _run_priors(args: argparse.Namespace) -> int:
 
     from core.io.atomic import atomic_write_text
     from core.io.dataset import load_sample_image, load_sample_label_map, open_dataset
+    from core.io.images import save_image
     from core.priors.edges import EdgeParams
-    from core.priors.pipeline import PriorSettings, compute_priors, write_png
+    from core.priors.pipeline import PriorSettings, compute_priors
     from core.priors.prompts import prompt_for
     from core.progress import track
 
@@ -233,12 +234,13 @@ def _run_priors(args: argparse.Namespace) -> int:
     for sample in track(labelled, message="priors"):
         image = load_sample_image(sample)
         label_map = load_sample_label_map(dataset, sample, image.shape[:2])
-        write_png(out / f"{sample.id}.png", compute_priors(image, label_map, dataset.classes, settings).condition)
+        save_image(out / f"{sample.id}.png", compute_priors(image, label_map, dataset.classes, settings).condition)
         if args.prompts:
             result = prompt_for(
                 image, label_map, dataset.classes, template=args.template, use_captioner=not args.no_captioner
             )
-            notes.add(result.note) if result.note else None
+            if result.note:
+                notes.add(result.note)
             lines.append(json.dumps({"id": sample.id, "prompt": result.prompt, "negative_prompt": args.negative,
                                      "caption": result.caption, "classes": result.classes,
                                      "prior": settings.record()}, sort_keys=True))  # fmt: skip

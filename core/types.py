@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -433,8 +434,8 @@ class Dataset:
     def __post_init__(self) -> None:
         self._by_id = {s.id: s for s in self.samples}
         if len(self._by_id) != len(self.samples):
-            seen: set[str] = set()
-            dupes = sorted({s.id for s in self.samples if s.id in seen or seen.add(s.id)})  # type: ignore[func-returns-value]
+            counts = Counter(s.id for s in self.samples)
+            dupes = sorted(sample_id for sample_id, n in counts.items() if n > 1)
             raise InvalidInput(f"dataset {self.root} has repeated sample ids: {', '.join(dupes[:10])}")
 
     def __len__(self) -> int:

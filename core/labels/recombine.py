@@ -7,7 +7,6 @@ same seed gives byte-identical outputs and any single result can be reproduced f
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -244,20 +243,6 @@ def recombine(
 # ---- writing ------------------------------------------------------------------------------------
 
 
-def _png_bytes(label_map: np.ndarray, classes: ClassSet) -> bytes:
-    from core.io.images import encode_label_png
-
-    return encode_label_png(label_map, classes)
-
-
-def _jpeg_bytes(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=95)
-    return buffer.getvalue()
-
-
 def write_samples(
     out: str | Path, classes: ClassSet, samples: Sequence[RecombinedSample], *, append: bool = False
 ) -> Path:
@@ -270,7 +255,8 @@ def write_samples(
     Returns:
         the manifest path.
     """
-    from core.io.atomic import atomic_write_bytes, atomic_write_text
+    from core.io.atomic import atomic_write_text
+    from core.io.images import save_image, save_label_map
 
     out = Path(out)
     manifest = out / "manifest.jsonl"
@@ -282,9 +268,9 @@ def write_samples(
     if clashes:
         raise InvalidInput(f"{out} already holds samples {', '.join(clashes[:5])}; nothing was overwritten")
     for sample in samples:
-        atomic_write_bytes(out / "SegmentationClass" / f"{sample.id}.png", _png_bytes(sample.result.label_map, classes))
+        save_label_map(out / "SegmentationClass" / f"{sample.id}.png", sample.result.label_map, classes)
         if sample.result.image is not None:
-            atomic_write_bytes(out / "JPEGImages" / f"{sample.id}.jpg", _jpeg_bytes(sample.result.image))
+            save_image(out / "JPEGImages" / f"{sample.id}.jpg", sample.result.image)
     if not (out / "classes.json").is_file():
         classes.save(out / "classes.json")
     lines = existing + [json.dumps(s.record, sort_keys=True) for s in samples]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InvalidInput
-from core.io.atomic import atomic_write_bytes, atomic_write_text
+from core.io.atomic import atomic_write_text
 from core.models import ModelRegistry
 from core.priors.blend import DEFAULT_W1, DEFAULT_W2, blend
 from core.priors.edges import IMAGE_PRIORS, EdgeParams, image_prior
@@ -136,14 +136,3 @@ def load_prior(output_root: str | Path, sample_id: str) -> tuple[np.ndarray, dic
     if not (image_path.is_file() and record_path.is_file()):
         return None
     return load_image(image_path), json.loads(record_path.read_text(encoding="utf-8"))
-
-
-def write_png(path: Path, array: np.ndarray) -> None:
-    """An ``H x W x 3 uint8`` array as PNG, atomically."""
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())

@@ -19,10 +19,10 @@ from core.refine.methods import METHODS
 from core.refine.refiner import BoxRefiner, RefineSettings
 from core.refine.session import AnnotationSession
 from core.types import Box, ClassSet
-from core.viz import class_shares, overlay
+from core.viz import overlay
 from studio.errors import shows_errors
 from studio.session_store import SessionStore
-from studio.tabs.dataset import legend_html
+from studio.tabs.dataset import sample_legend
 
 if TYPE_CHECKING:
     from studio.app import StudioContext
@@ -124,13 +124,7 @@ class AnnotateController:
         )
 
     def legend(self, session: AnnotationSession) -> str:
-        counts: dict[int, int] = {}
-        for entry in session.entries:
-            counts[entry.box.label] = counts.get(entry.box.label, 0) + 1
-        shares = class_shares(session.label_map, self.classes)
-        if len(shares) > 1:
-            shares.pop(0, None)
-        return legend_html(self.classes, shares, counts)
+        return sample_legend(self.classes, session.label_map, [e.box for e in session.entries])
 
     def settings(self, method: str, params: dict | None = None) -> RefineSettings:
         """Settings for a method with the parameters set in the tab (see :func:`settings_from_controls`)."""

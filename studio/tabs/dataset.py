@@ -4,7 +4,7 @@ overlaid with adjustable opacity, its boxes, and a legend in the dataset's colou
 from __future__ import annotations
 
 import html
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -143,6 +143,16 @@ def legend_html(classes: ClassSet, shares: dict[int, float], box_counts: dict[in
     return "<div class='legend'>" + "".join(items) + "</div>"
 
 
+def sample_legend(classes: ClassSet, label_map: np.ndarray | None, boxes: list) -> str:
+    """The legend of one sample: pixel shares of its label map (background left out when anything else is
+    there) and its box counts per class."""
+    shares = class_shares(label_map, classes) if label_map is not None else {}
+    if len(shares) > 1:
+        shares.pop(0, None)
+    box_counts = Counter(box.label for box in boxes)
+    return legend_html(classes, shares, box_counts)
+
+
 def _fit_for_display(image: np.ndarray) -> np.ndarray:
     """Downscale very large renderings so the browser stays responsive (display only)."""
     height, width = image.shape[:2]
@@ -165,11 +175,6 @@ def render_sample(ctx: StudioContext, sample_id: str, opacity: float, show_boxes
     view = overlay(image, label, classes, float(opacity))
     if show_boxes and sample.boxes:
         view = draw_boxes(view, sample.boxes, classes)
-    shares = class_shares(label, classes) if label is not None else {}
-    shares.pop(0, None) if len(shares) > 1 else None
-    box_counts: dict[int, int] = {}
-    for box in sample.boxes:
-        box_counts[box.label] = box_counts.get(box.label, 0) + 1
     height, width = image.shape[:2]
     split = f" · split {', '.join(sample.split)}" if sample.split else ""
     label_note = "label map" if label is not None else "no label map yet"
@@ -177,7 +182,7 @@ def render_sample(ctx: StudioContext, sample_id: str, opacity: float, show_boxes
         f"**{sample.id}** · {width}×{height} · {len(sample.boxes)} box{'es' if len(sample.boxes) != 1 else ''} · "
         f"{label_note}{split}  \n`{sample.image_path.name}`"
     )
-    return _fit_for_display(view), details, legend_html(classes, shares, box_counts)
+    return _fit_for_display(view), details, sample_legend(classes, label, sample.boxes)
 
 
 def problems_markdown(ctx: StudioContext) -> str:

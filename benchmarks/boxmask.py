@@ -25,10 +25,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.io.dataset import load_sample_image, open_dataset  # noqa: E402
 from core.refine.evaluate import evaluate_boxes  # noqa: E402
 from core.refine.grabcut import GrabCutParams  # noqa: E402
 from core.refine.refiner import BoxRefiner, RefineSettings  # noqa: E402
+from core.store import DatasetStore  # noqa: E402
 from core.types import Box  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "grabcut50"
@@ -49,9 +49,9 @@ def big_photo(data: Path) -> tuple[np.ndarray, Box]:
     """A 2000 x 1500 photo with one box: the first evaluation image upscaled, with mild noise."""
     import cv2
 
-    dataset = open_dataset(data)
+    dataset = DatasetStore(data)
     sample = next(s for s in dataset.samples if s.boxes)
-    image = load_sample_image(sample)
+    image = dataset.image(sample.id)
     height, width = image.shape[:2]
     big = cv2.resize(image, (2000, 1500), interpolation=cv2.INTER_CUBIC)
     noise = np.random.default_rng(0).normal(0, 3, big.shape)

@@ -77,10 +77,10 @@ def overlay_rate(seconds: float) -> tuple[float, float]:
 STATS_CHILD = """
 import resource, sys, json
 sys.path.insert(0, {root!r})
-from core.io.dataset import open_dataset
+from core.store import DatasetStore
 from core.labels.stats import ClassStats, dataset_stats
 from core.io.images import load_label_map
-ds = open_dataset({folder!r})
+ds = DatasetStore({folder!r})
 if {anchor}:
     maps = [load_label_map(s.label_path, ds.classes) for s in ds.samples if s.has_label_map]
     stats = ClassStats(ds.classes)

@@ -34,12 +34,10 @@ def sample(size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """A 512 x 512 photo-like image (the bundled astronaut, resized) and its label map."""
     import cv2
 
-    from core.io.dataset import load_sample_image, load_sample_label_map, open_dataset
+    from core.store import DatasetStore
 
-    dataset = open_dataset(ROOT / "assets" / "samples")
-    item = dataset.get("astronaut")
-    image = load_sample_image(item)
-    label = load_sample_label_map(dataset, item, image.shape[:2])
+    data = DatasetStore(ROOT / "assets" / "samples").read("astronaut")
+    image, label = data.image, data.label_map
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), cv2.resize(
         label, (size, size), interpolation=cv2.INTER_NEAREST
     )

@@ -100,23 +100,38 @@ def _run_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_info(args: argparse.Namespace) -> int:
-    from core.io.dataset import open_dataset
+def open_store(path: str):
+    """The dataset store of a folder named on the command line (its caches go to the workspace, never
+    into the folder)."""
+    from core.store import DatasetStore
 
-    dataset = open_dataset(args.dir)
-    labelled = sum(1 for s in dataset.samples if s.has_label_map)
-    boxes = sum(len(s.boxes) for s in dataset.samples)
+    return DatasetStore(path)
+
+
+def _skipped_note(skipped) -> None:
+    if len(skipped):
+        print(f"note: {skipped.summary()}", file=sys.stderr)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    store = open_store(args.dir)
+    problems = store.check(decode_images=True)
+    labelled = len(store.labelled_ids())
+    with_file = sum(1 for s in store.samples if s.label_path is not None)
+    boxes = sum(len(s.boxes) for s in store.samples)
     summary = {
-        "root": str(dataset.root), "layout": dataset.layout, "classes": dataset.classes.name,
-        "n_classes": len(dataset.classes), "samples": len(dataset), "with_label_map": labelled,
-        "boxes": boxes, "problems": dataset.problems,
+        "root": str(store.root), "layout": store.layout, "classes": store.classes.name,
+        "n_classes": len(store.classes), "samples": len(store), "with_label_map": labelled,
+        "unusable_label_maps": with_file - labelled, "unlabelled": len(store) - with_file, "boxes": boxes,
+        "problems": [p.to_json() for p in problems],
     }  # fmt: skip
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"{dataset.root}: {dataset.layout} layout, {len(dataset)} samples, {labelled} with label maps, "
-          f"{boxes} boxes, class set {dataset.classes.name!r} ({len(dataset.classes)} classes)")  # fmt: skip
-    for problem in dataset.problems:
+    print(f"{store.root}: {store.layout} layout, {len(store)} samples, {labelled} with usable label maps "
+          f"({len(store) - with_file} unlabelled), {boxes} boxes, class set {store.classes.name!r} "
+          f"({len(store.classes)} classes), {len(problems)} problems")  # fmt: skip
+    for problem in problems:
         print(f"  problem: {problem}")
     return 0
 
@@ -141,11 +156,14 @@ def _run_eval_boxes(args: argparse.Namespace) -> int:
 
 
 def _run_stats(args: argparse.Namespace) -> int:
-    from core.io.dataset import open_dataset
     from core.labels.stats import dataset_stats
+    from core.store import SkipReport
 
-    dataset = open_dataset(args.dir)
-    summary = dataset_stats(dataset, include_background=args.background).summary()
+    dataset = open_store(args.dir)
+    skipped = SkipReport()
+    summary = dataset_stats(dataset, include_background=args.background, skipped=skipped).summary()
+    summary["skipped"] = [p.to_json() for p in skipped.skipped]
+    _skipped_note(skipped)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -175,11 +193,11 @@ def _parse_band(text: str) -> tuple[str, float]:
 
 
 def _run_recombine(args: argparse.Namespace) -> int:
-    from core.io.dataset import open_dataset
     from core.labels.overlay import Placement
-    from core.labels.recombine import RecombineRequest, recombine, write_samples
+    from core.labels.recombine import RecombineRequest, RegionLibrary, recombine_one, write_samples
+    from core.progress import track
 
-    dataset = open_dataset(args.dir)
+    dataset = open_store(args.dir)
     protected = tuple(dataset.classes.index_of(name) for name in args.protect)
     placement = Placement(mode=args.placement, max_translate=args.max_translate, scale=(args.min_scale, args.max_scale),
                           max_rotate=args.max_rotate, flip=not args.no_flip, protected=protected, layer=args.layer,
@@ -187,19 +205,19 @@ def _run_recombine(args: argparse.Namespace) -> int:
     bands = tuple(_parse_band(b) for b in args.band) if args.band else None
     request = RecombineRequest(args.mode, tuple(args.class_names), args.count, args.seed, placement,
                                tuple(args.target) if args.target else None, bands, args.min_area)  # fmt: skip
-    samples = recombine(dataset, request)
+    library = RegionLibrary(dataset, request.min_area)
+    samples = [recombine_one(library, request, i) for i in track(range(request.count), message="recombining")]
     manifest = write_samples(args.out, dataset.classes, samples)
     print(f"wrote {len(samples)} samples to {args.out} (manifest {manifest})")
+    _skipped_note(library.skipped)
     return 0
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from core.io.dataset import open_dataset
-    from core.io.index import label_classes
     from core.labels.balance import plan_balance
 
-    dataset = open_dataset(args.dir)
-    plan = plan_balance(label_classes(dataset), dataset.classes, n_balance=args.n_balance,
+    dataset = open_store(args.dir)
+    plan = plan_balance(dataset.label_classes(), dataset.classes, n_balance=args.n_balance,
                         synthetic_share=args.synthetic_share, seed=args.seed)  # fmt: skip
     doc = plan.to_json()
     if args.out:
@@ -218,22 +236,23 @@ def _run_priors(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from core.io.atomic import atomic_write_text
-    from core.io.dataset import load_sample_image, load_sample_label_map, open_dataset
     from core.io.images import save_image
     from core.priors.edges import EdgeParams
     from core.priors.pipeline import PriorSettings, compute_priors
     from core.priors.prompts import prompt_for
     from core.progress import track
+    from core.store import SkipReport
 
-    dataset = open_dataset(args.dir)
+    dataset = open_store(args.dir)
     edges = EdgeParams(canny_low=args.canny_low, canny_high=args.canny_high)
     settings = PriorSettings.for_type(args.type, w1=args.w1, w2=args.w2, thickness=args.thickness, edges=edges)
     out = Path(args.out)
-    labelled = [s for s in dataset.samples if s.has_label_map]
-    lines, notes = [], set()
-    for sample in track(labelled, message="priors"):
-        image = load_sample_image(sample)
-        label_map = load_sample_label_map(dataset, sample, image.shape[:2])
+    labelled = dataset.labelled_ids()
+    skipped = SkipReport()
+    lines, notes, written = [], set(), 0
+    for data in track(dataset.each(labelled, skipped=skipped), total=len(labelled), message="priors"):
+        sample, image, label_map = data.sample, data.image, data.label_map
+        written += 1
         save_image(out / f"{sample.id}.png", compute_priors(image, label_map, dataset.classes, settings).condition)
         if args.prompts:
             result = prompt_for(
@@ -246,9 +265,8 @@ def _run_priors(args: argparse.Namespace) -> int:
                                      "prior": settings.record()}, sort_keys=True))  # fmt: skip
     if args.prompts:
         atomic_write_text(out / "prompts.jsonl", "\n".join(lines) + "\n")
-    print(
-        f"wrote {len(labelled)} condition images to {out}" + (f" and {out / 'prompts.jsonl'}" if args.prompts else "")
-    )
+    print(f"wrote {written} condition images to {out}" + (f" and {out / 'prompts.jsonl'}" if args.prompts else ""))
+    _skipped_note(skipped)
     for note in sorted(notes):
         print(f"note: prompts were built from class names alone; {note}", file=sys.stderr)
     return 0
@@ -257,12 +275,13 @@ def _run_priors(args: argparse.Namespace) -> int:
 def _run_generate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from core.io.dataset import open_dataset
     from core.labels.recombine import write_samples
+    from core.store import SkipReport
 
-    dataset = open_dataset(args.dir)
+    dataset = open_store(args.dir)
+    skipped = SkipReport()
     if args.backend == "composite":
-        samples = _composite_samples(dataset, args)
+        samples = _composite_samples(dataset, args, skipped)
     else:
         from core.errors import InvalidInput
         from core.generate.diffusion import DiffusionSettings
@@ -274,14 +293,15 @@ def _run_generate(args: argparse.Namespace) -> int:
         settings = DiffusionSettings(prompt=args.prompt or "", negative_prompt=args.negative, steps=args.steps,
                                      guidance_scale=args.guidance, conditioning_scale=args.conditioning_scale,
                                      width=args.width, height=args.height, seed=args.seed, count=args.count)  # fmt: skip
-        samples = generate_dataset(dataset, args.backend, args.model, settings,
+        samples = generate_dataset(dataset, args.backend, args.model, settings, skipped=skipped,
                                    priors_root=Path(args.priors) if args.priors else None)  # fmt: skip
     manifest = write_samples(args.out, dataset.classes, samples)
     print(f"wrote {len(samples)} samples to {args.out} (manifest {manifest})")
+    _skipped_note(skipped)
     return 0
 
 
-def _composite_samples(dataset, args: argparse.Namespace):
+def _composite_samples(dataset, args: argparse.Namespace, skipped):
     from core.generate.composite import CompositeParams, CompositeRequest, composite_sample
     from core.labels.overlay import Placement
     from core.labels.recombine import RegionLibrary
@@ -292,8 +312,10 @@ def _composite_samples(dataset, args: argparse.Namespace):
     params = CompositeParams(placement, (args.min_objects, args.max_objects), args.max_truncation, args.max_overlap,
                              args.blending, args.blend_size, args.distractors)  # fmt: skip
     request = CompositeRequest(tuple(args.class_names or ()), args.count, args.seed, params,
-                               tuple(args.background) if args.background else None, args.min_area)  # fmt: skip
+                               tuple(args.background) if args.background else None, args.min_area,
+                               background_pool=args.backgrounds)  # fmt: skip
     library = RegionLibrary(dataset, request.min_area)
+    library.skipped = skipped
     return [composite_sample(library, request, i) for i in track(range(request.count), message="compositing")]
 
 
@@ -403,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--height", type=int)
     gen.add_argument("--class", dest="class_names", action="append", metavar="NAME", help="composite: classes to paste")
     gen.add_argument("--background", action="append", metavar="ID", help="composite: background samples (repeatable)")
+    gen.add_argument("--backgrounds", choices=["labelled", "all"], default="labelled",
+                     help="composite: draw backgrounds from labelled samples only (default), or from all images: "
+                          "then pixels of unlabelled ones outside pasted objects are 255 (ignore), never background")  # fmt: skip
     gen.add_argument("--min-objects", type=int, default=1)
     gen.add_argument("--max-objects", type=int, default=3)
     gen.add_argument("--blending", choices=["none", "gaussian", "poisson", "box", "motion"], default="gaussian")

@@ -20,6 +20,11 @@ class ImageLoadError(InvalidInput):
     """An image or label-map file cannot be read as what it claims to be."""
 
 
+class SampleProblem(InvalidInput):
+    """One sample's files cannot be used for an operation (no usable label map, say); batch operations skip
+    the sample, report it and go on."""
+
+
 class ModelUnavailable(StudioError):
     """A model's weights are not where the registry looks, and downloads are not allowed."""
 

@@ -29,6 +29,7 @@ def overlay(
     *,
     skip_background: bool = True,
     outline: bool = True,
+    skip_ignore: bool = False,
 ) -> np.ndarray:
     """Blend a label map's colours over its image.
 
@@ -39,6 +40,7 @@ def overlay(
         skip_background: leave class 0 pixels untinted (the usual VOC background).
         outline: draw the borders between classes in full colour so that regions stay visible at low
             opacity and over similarly coloured objects.
+        skip_ignore: leave ignore pixels untinted too (for images whose unknown pixels are most of them).
 
     Returns:
         ``H x W x 3 uint8`` RGB.
@@ -59,6 +61,8 @@ def overlay(
     alpha = np.full(label_map.shape, float(opacity), dtype=np.float32)
     if skip_background:
         alpha[label_map == 0] = 0.0
+    if skip_ignore:
+        alpha[label_map == classes.ignore_index] = 0.0
     if outline:
         alpha[class_borders(label_map) & (alpha > 0)] = 1.0
     out = image.astype(np.float32) * (1.0 - alpha[..., None]) + tint * alpha[..., None]

@@ -7,16 +7,11 @@ imported here.
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import gradio as gr
 
-from core.io.dataset import open_dataset
-from core.models import ModelRegistry, default_registry
-from core.types import Dataset
-from core.workspace import Workspace, prepare_workspace
+from core.models import default_registry
+from core.store import open_store
+from studio.context import StudioConfig, StudioContext
 from studio.tabs import annotate as annotate_tab
 from studio.tabs import dataset as dataset_tab
 from studio.tabs import generate as generate_tab
@@ -37,75 +32,72 @@ CSS = """
 """
 
 
-@dataclass
-class StudioConfig:
-    """What the studio is opened on and how it is served.
+# Warn before leaving a page whose Annotate tab holds unsaved changes (they are kept as a draft anyway).
+PAGE_JS = """
+() => {
+  window.addEventListener('beforeunload', (event) => {
+    const status = document.querySelector('#annotate-status');
+    if (status && status.innerText.includes('unsaved changes')) {
+      event.preventDefault();
+      event.returnValue = '';
+    }
+  });
+}
+"""
 
-    Attributes:
-        workspace: the dataset and output folders (see :func:`core.workspace.prepare_workspace`).
-        host, port, share, auth: passed to ``launch``.
-        registry: the model registry (the process-wide default when ``None``).
-    """
-
-    workspace: Workspace
-    host: str = "127.0.0.1"
-    port: int | None = None
-    share: bool = False
-    auth: tuple[str, str] | None = None
-    registry: ModelRegistry | None = None
-
-    @classmethod
-    def for_data(cls, data: str | Path | None = None, workspace: str | Path | None = None, **kwargs) -> StudioConfig:
-        """A config for a dataset folder (``None``: the bundled samples, as a workspace copy)."""
-        return cls(prepare_workspace(data, workspace), **kwargs)
-
-
-@dataclass
-class StudioContext:
-    """What every tab shares: the config, the open dataset and the model registry."""
-
-    config: StudioConfig
-    dataset: Dataset
-    registry: ModelRegistry
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def reload_dataset(self) -> Dataset:
-        """Re-read the dataset folder (after files changed on disk)."""
-        with self.lock:
-            self.dataset = open_dataset(self.config.workspace.dataset_root)
-        return self.dataset
+LIVE_CHECK_S = 3.0  # how often an open page asks whether the dataset changed
+CACHE_SWEEP = (120, 900)  # Gradio cache: every 2 min, delete served files older than 15 min
 
 
 def header_markdown(ctx: StudioContext) -> str:
     ws = ctx.config.workspace
+    store = ctx.store
     where = f"working copy of the bundled samples at `{ws.dataset_root}`" if ws.is_copy else f"`{ws.dataset_root}`"
-    problems = f" · {len(ctx.dataset.problems)} file problems (see the Dataset tab)" if ctx.dataset.problems else ""
+    problems = store.problems
+    noted = f" · {len(problems)} file problems (see the Dataset tab)" if problems else ""
     return (
-        f"## SegStudio\nDataset: {where} · layout `{ctx.dataset.layout}` · {len(ctx.dataset)} samples · "
-        f"classes `{ctx.dataset.classes.name}` ({len(ctx.dataset.classes)}){problems}"
+        f"## SegStudio\nDataset: {where} · layout `{store.layout}` · {len(store)} samples · "
+        f"classes `{store.classes.name}` ({len(store.classes)}){noted}"
     )
 
 
 def build_app(config: StudioConfig) -> gr.Blocks:
     """Build the studio's Blocks (not launched). Opening the dataset is the only work done here."""
-    ctx = StudioContext(config, open_dataset(config.workspace.dataset_root), config.registry or default_registry())
-    with gr.Blocks(title="SegStudio") as demo:
-        gr.Markdown(header_markdown(ctx), elem_id="studio-header")
+    workspace = config.workspace
+    store = open_store(workspace.dataset_root, cache_dir=workspace.cache_root)
+    ctx = StudioContext(config, store, config.registry or default_registry())
+    with gr.Blocks(title="SegStudio", delete_cache=CACHE_SWEEP) as demo:
+        header = gr.Markdown(header_markdown(ctx), elem_id="studio-header")
+        live = gr.State(store.version)
         with gr.Tabs():
             with gr.Tab("Dataset", id="dataset"):
-                dataset_tab.build(ctx, demo)
+                dataset_tab.build(ctx, demo, live)
             with gr.Tab("Annotate", id="annotate"):
-                demo.annotate = annotate_tab.build(ctx, demo)  # type: ignore[attr-defined]
+                demo.annotate = annotate_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
             with gr.Tab("Label maps", id="labels"):
-                demo.labels = labels_tab.build(ctx, demo)  # type: ignore[attr-defined]
+                demo.labels = labels_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
             with gr.Tab("Priors", id="priors"):
-                demo.priors = priors_tab.build(ctx, demo)  # type: ignore[attr-defined]
+                demo.priors = priors_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
             with gr.Tab("Generate", id="generate"):
-                demo.generate = generate_tab.build(ctx, demo)  # type: ignore[attr-defined]
+                demo.generate = generate_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
             with gr.Tab("Models", id="models"):
                 models_tab.build(ctx, demo)
+        _wire_live_updates(ctx, demo, live, header)
     demo.studio_context = ctx  # type: ignore[attr-defined]
     return demo
+
+
+def _wire_live_updates(ctx: StudioContext, demo: gr.Blocks, live: gr.State, header: gr.Markdown) -> None:
+    """Every few seconds an open page asks the store whether the dataset changed (a save in another tab or
+    browser, a file changed by another program); when it did, ``live`` changes and every tab refreshes."""
+
+    def check(seen: int):
+        ctx.store.refresh()
+        return ctx.store.version if ctx.store.version != seen else gr.skip()
+
+    timer = gr.Timer(LIVE_CHECK_S)
+    timer.tick(check, inputs=live, outputs=live, show_progress="hidden", queue=False, api_visibility="private")
+    live.change(lambda: header_markdown(ctx), outputs=header, show_progress="hidden", api_visibility="private")
 
 
 def launch_kwargs(config: StudioConfig) -> dict:
@@ -117,5 +109,6 @@ def launch_kwargs(config: StudioConfig) -> dict:
         "auth": config.auth,
         "allowed_paths": config.workspace.allowed_paths(),
         "css": CSS,
+        "js": PAGE_JS,
         "footer_links": ["gradio", "settings"],
     }

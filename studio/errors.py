@@ -22,10 +22,13 @@ def shows_errors(fn: F) -> F:
     message (never a traceback); other exceptions are logged and shown as a short generic error."""
 
     def translate(exc: Exception) -> gr.Error:
+        # duration=None: the message stays until the person closes it
         if isinstance(exc, StudioError):
-            return gr.Error(html.escape(str(exc)), print_exception=False)
+            return gr.Error(html.escape(str(exc)), duration=None, print_exception=False)
         log.exception("unexpected error in %s", fn.__name__)
-        return gr.Error(html.escape(f"Unexpected error ({type(exc).__name__}): {exc}. Details are in the server log."))
+        return gr.Error(
+            html.escape(f"Unexpected error ({type(exc).__name__}): {exc}. Details are in the server log."), duration=None
+        )
 
     if inspect.isgeneratorfunction(fn):
 

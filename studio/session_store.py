@@ -4,6 +4,7 @@ session hash, so that ``gr.State`` stays small and deep-copyable. Freed when the
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -24,11 +25,13 @@ class SessionStore:
         self.per_session = per_session
         self.keep = keep or (lambda _: False)
         self._data: dict[str, OrderedDict[str, Any]] = {}
+        self._used: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def get(self, session: str | None, key: str, make: Callable[[], Any]) -> Any:
         session = session or ANONYMOUS
         with self._lock:
+            self._used[session] = time.monotonic()
             items = self._data.setdefault(session, OrderedDict())
             if key in items:
                 items.move_to_end(key)
@@ -46,6 +49,7 @@ class SessionStore:
 
     def put(self, session: str | None, key: str, value: Any) -> None:
         with self._lock:
+            self._used[session or ANONYMOUS] = time.monotonic()
             items = self._data.setdefault(session or ANONYMOUS, OrderedDict())
             items[key] = value
             items.move_to_end(key)
@@ -62,6 +66,23 @@ class SessionStore:
         """Free everything of one session (called when its browser tab closes)."""
         with self._lock:
             self._data.pop(session or ANONYMOUS, None)
+            self._used.pop(session or ANONYMOUS, None)
+
+    def discard(self, session: str | None, key: str) -> None:
+        """Forget one object of a session."""
+        with self._lock:
+            self._data.get(session or ANONYMOUS, OrderedDict()).pop(key, None)
+
+    def drop_idle(self, max_idle_s: float) -> int:
+        """Free the sessions not used for ``max_idle_s`` seconds (API clients never say goodbye); returns
+        how many were freed."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [s for s, used in self._used.items() if now - used > max_idle_s]
+            for session in idle:
+                self._data.pop(session, None)
+                self._used.pop(session, None)
+        return len(idle)
 
     def sessions(self) -> list[str]:
         with self._lock:

@@ -159,12 +159,14 @@ def composite(
     rng: np.random.Generator,
     *,
     distractor_sources: Sequence[tuple[str, np.ndarray, np.ndarray]] = (),
+    ignore_index: int = 255,
 ) -> Recombined:
     """One composite image and its label map.
 
     Args:
         background: ``H x W x 3 uint8`` RGB.
-        labels: its ``H x W uint8`` label map, or ``None`` (all background).
+        labels: its ``H x W uint8`` label map, or ``None`` for an unlabelled background: then every pixel not
+            covered by a pasted object is ``ignore_index`` (unknown), never background.
         objects: regions with images to draw from (each pasted object is drawn from these).
         rng: the only source of randomness.
         distractor_sources: ``(sample id, image, label map)`` whose background pixels give the distractors' texture.
@@ -180,7 +182,10 @@ def composite(
     image = np.array(background, dtype=np.uint8, copy=True)
     if image.ndim != 3 or image.shape[2] != 3:
         raise InvalidInput(f"background must be H x W x 3 uint8, got shape {image.shape}")
-    label_map = np.zeros(image.shape[:2], np.uint8) if labels is None else np.array(labels, dtype=np.uint8, copy=True)
+    if labels is None:
+        label_map = np.full(image.shape[:2], ignore_index, np.uint8)
+    else:
+        label_map = np.array(labels, dtype=np.uint8, copy=True)
     if label_map.shape != image.shape[:2]:
         raise InvalidInput(
             f"background label map is {label_map.shape[1]}x{label_map.shape[0]}, the image {image.shape[1]}x{image.shape[0]}"
@@ -242,6 +247,9 @@ def _distractor(image, label_map, objects, sources, params: CompositeParams, rng
 # ---- over a dataset ------------------------------------------------------------------------------
 
 
+BACKGROUND_POOLS = ("labelled", "all")
+
+
 @dataclass(frozen=True)
 class CompositeRequest:
     """What to composite over a dataset.
@@ -251,7 +259,9 @@ class CompositeRequest:
         count: images to make.
         seed: base seed; image ``i`` uses ``numpy.random.default_rng([seed, i])``.
         params: the compositor's settings.
-        backgrounds: sample ids used as backgrounds (their label maps kept); default every sample.
+        backgrounds: sample ids used as backgrounds (their label maps kept); default the whole pool.
+        background_pool: ``labelled`` (only samples with a label map, the default) or ``all`` (unlabelled
+            images too: their pixels outside pasted objects are labelled 255, ignore, never background).
         min_area: smallest object region used, in pixels.
     """
 
@@ -261,41 +271,92 @@ class CompositeRequest:
     params: CompositeParams = field(default_factory=CompositeParams)
     backgrounds: tuple[str, ...] | None = None
     min_area: int = 64
+    background_pool: str = "labelled"
 
     def __post_init__(self) -> None:
         if not 1 <= self.count <= 1_000_000:
             raise InvalidInput(f"count must be 1..1000000, got {self.count}")
+        if self.background_pool not in BACKGROUND_POOLS:
+            raise InvalidInput(
+                f"background pool must be one of {', '.join(BACKGROUND_POOLS)}, got {self.background_pool!r}"
+            )
+
+
+UNLABELLED_RULE = "unlabelled background: pixels outside pasted objects are 255 (ignore)"
+LABELLED_RULE = "labelled background: its label map kept under the pasted objects"
+
+
+def background_pool(library, request: CompositeRequest) -> list[str]:
+    """The samples a request may use as backgrounds (unlabelled ones only when asked for)."""
+    store = library.store
+    labelled = set(library.present)
+    if request.backgrounds:
+        unknown = [b for b in request.backgrounds if b not in store.ids]
+        if unknown:
+            raise InvalidInput(f"unknown background samples: {', '.join(unknown[:10])}")
+        unlabelled = [b for b in request.backgrounds if b not in labelled]
+        if unlabelled and request.background_pool != "all":
+            raise InvalidInput(
+                f"backgrounds without a usable label map: {', '.join(unlabelled[:10])}; compositing onto them "
+                "would label their pixels as background. Allow unlabelled backgrounds (--backgrounds all) to "
+                "label those pixels 255 (ignore) instead"
+            )
+        return list(request.backgrounds)
+    if request.background_pool == "all":
+        return list(store.ids)
+    pool = [i for i in store.ids if i in labelled]
+    if not pool:
+        raise InvalidInput(
+            f"{store.root} has no labelled sample to use as a background; annotate one, or allow unlabelled "
+            "backgrounds (--backgrounds all: their pixels outside pasted objects become 255, ignore)"
+        )
+    return pool
+
+
+def _draw_background(library, pool: list[str], rng: np.random.Generator, labelled_only: bool):
+    """``(id, image, label map or None)`` of a readable background drawn from ``pool``; unreadable samples
+    (and, when ``labelled_only``, samples whose label map is unusable) are skipped and reported."""
+    from core.errors import StudioError
+    from core.store import Problem
+
+    remaining = list(pool)
+    while remaining:
+        sample_id = remaining.pop(int(rng.integers(len(remaining))))
+        try:
+            data = library.store.read(sample_id)
+        except StudioError as exc:
+            library.skipped.add(Problem("", str(exc), sample_id))
+            continue
+        if data.label_problem and labelled_only:
+            library.skipped.add(Problem(str(data.sample.label_path), data.label_problem, sample_id))
+            continue
+        return sample_id, data.image, data.label_map
+    raise InvalidInput(f"none of the {len(pool)} background samples could be read; {library.skipped.summary()}")
 
 
 def composite_sample(library, request: CompositeRequest, index: int):
     """Result ``index`` of a request as a :class:`core.labels.recombine.RecombinedSample`."""
     from core.labels.recombine import RecombinedSample
 
-    dataset = library.dataset
-    classes = dataset.classes
+    store = library.store
+    classes = store.classes
     present = sorted(set().union(*library.present.values())) if library.present else []
     wanted = [classes.index_of(n) for n in request.classes] or [
         c for c in present if c not in (0, classes.ignore_index)
     ]
     if not wanted:
-        raise InvalidInput(f"{dataset.root} has no labelled object to cut out; annotate some samples first")
+        raise InvalidInput(f"{store.root} has no labelled object to cut out; annotate some samples first")
     objects = [r for c in wanted for r in library.components(c)]
     rng = np.random.default_rng([request.seed, index])
-    pool = list(request.backgrounds) if request.backgrounds else dataset.ids
-    background_id = pool[int(rng.integers(len(pool)))]
-    from core.io.dataset import load_sample_image, load_sample_label_map
-
-    sample = dataset.get(background_id)
-    background = load_sample_image(sample)
-    labels = load_sample_label_map(dataset, sample, background.shape[:2])
+    pool = background_pool(library, request)
+    background_id, background, labels = _draw_background(library, pool, rng, request.background_pool != "all")
     sources = []
     if request.params.distractors:
-        for source_id in sorted(library.present)[:8]:
-            label_map, image = library.load(source_id)
-            sources.append((source_id, image, label_map))
+        sources = [(i, image, lm) for i, lm, image in library.loadable(sorted(library.present)[:8])]
     result = composite(background, labels, [o for o in objects if o.source_id != background_id] or objects,
-                       request.params, rng, distractor_sources=sources)  # fmt: skip
+                       request.params, rng, distractor_sources=sources, ignore_index=classes.ignore_index)  # fmt: skip
     record = {"id": f"composite_{index:06d}", "mode": "composite", "seed": request.seed, "index": index,
               "background": background_id, "params": request.params.record(), "steps": result.steps,
+              "labels": LABELLED_RULE if labels is not None else UNLABELLED_RULE,
               "classes": [classes.names[c] for c in sorted(set(np.unique(result.label_map).tolist()) - {classes.ignore_index})]}  # fmt: skip
     return RecombinedSample(record["id"], result, record)

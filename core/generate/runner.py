@@ -10,17 +10,16 @@ from pathlib import Path
 import numpy as np
 
 from core.device import DevicePolicy
-from core.errors import InvalidInput
+from core.errors import ImageLoadError, InvalidInput, SampleProblem
 from core.generate import controlnet, t2i_adapter
 from core.generate.diffusion import DiffusionSettings
-from core.io.dataset import load_sample_image, load_sample_label_map
 from core.labels.overlay import Recombined
 from core.labels.recombine import RecombinedSample
 from core.models import ModelRegistry, default_registry
 from core.priors.pipeline import PriorSettings, compute_priors, load_prior
 from core.priors.prompts import build_prompt, class_names_of
 from core.progress import CancelToken, ProgressFn, no_progress
-from core.types import Dataset
+from core.store import DatasetStore, SkipReport
 
 BACKENDS = {"controlnet": controlnet.generate, "t2i-adapter": t2i_adapter.generate}
 
@@ -37,15 +36,15 @@ def default_prior_type(model_id: str) -> str:
 
 
 def condition_and_prompt(
-    dataset: Dataset, sample_id: str, model_id: str, priors_root: Path | None, registry: ModelRegistry | None
+    dataset: DatasetStore, sample_id: str, model_id: str, priors_root: Path | None, registry: ModelRegistry | None
 ) -> tuple[np.ndarray, str, str | None, dict]:
     """A sample's condition image, prompt, negative prompt (or None) and where they came from."""
-    sample = dataset.get(sample_id)
-    image = load_sample_image(sample)
-    label_map = load_sample_label_map(dataset, sample, image.shape[:2])
+    data = dataset.read(sample_id)
+    image, label_map = data.image, data.label_map
     if label_map is None:
-        raise InvalidInput(
-            f"sample {sample_id!r} has no label map: the generators keep the label map and make the image"
+        raise SampleProblem(
+            data.label_problem
+            or f"sample {sample_id!r} has no label map: the generators keep the label map and make the image"
         )
     saved = load_prior(priors_root, sample_id) if priors_root is not None else None
     if saved is not None:
@@ -59,7 +58,7 @@ def condition_and_prompt(
 
 
 def generate_sample(
-    dataset: Dataset,
+    dataset: DatasetStore,
     sample_id: str,
     backend: str,
     model_id: str,
@@ -91,8 +90,7 @@ def generate_sample(
     result = BACKENDS[backend](
         condition, settings, model_id, registry=registry, policy=policy, progress=progress, cancel=cancel
     )
-    sample = dataset.get(sample_id)
-    label_map = load_sample_label_map(dataset, sample)
+    label_map = dataset.label_map(sample_id)
     out = []
     for k, (image, seed) in enumerate(zip(result.images, result.seeds, strict=True)):
         resized = cv2.resize(image, (label_map.shape[1], label_map.shape[0]), interpolation=cv2.INTER_LINEAR)
@@ -103,7 +101,7 @@ def generate_sample(
 
 
 def generate_dataset(
-    dataset: Dataset,
+    dataset: DatasetStore,
     backend: str,
     model_id: str,
     settings: DiffusionSettings,
@@ -113,22 +111,40 @@ def generate_dataset(
     policy: DevicePolicy | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
+    skipped: SkipReport | None = None,
 ) -> list[RecombinedSample]:
     """``settings.count`` samples, cycling over the labelled samples in order; sample ``i`` uses seed
-    ``settings.seed + i``."""
-    labelled = [s.id for s in dataset.samples if s.has_label_map]
+    ``settings.seed + i``. A sample that cannot be read is skipped (listed in ``skipped``) and the next
+    one used, so one bad file never stops the batch."""
+    from core.store import Problem
+
+    labelled = dataset.labelled_ids()
     if not labelled:
         raise InvalidInput(f"{dataset.root} has no labelled sample to generate from")
     progress = progress or no_progress
+    skipped = skipped if skipped is not None else SkipReport()
+    bad: set[str] = set()
     out: list[RecombinedSample] = []
     for i in range(settings.count):
         if cancel is not None:
             cancel.raise_if_cancelled("generation")
         one = replace(settings, seed=settings.seed + i, count=1, batch_size=1)
         step = _scaled(progress, i, settings.count)
-        out += generate_sample(dataset, labelled[i % len(labelled)], backend, model_id, one, index=i,
-                               priors_root=priors_root, registry=registry, policy=policy, progress=step, cancel=cancel)  # fmt: skip
+        for offset in range(len(labelled)):
+            sample_id = labelled[(i + offset) % len(labelled)]
+            if sample_id in bad:
+                continue
+            try:
+                out += generate_sample(dataset, sample_id, backend, model_id, one, index=i, priors_root=priors_root,
+                                       registry=registry, policy=policy, progress=step, cancel=cancel)  # fmt: skip
+                break
+            except (ImageLoadError, SampleProblem) as exc:
+                bad.add(sample_id)
+                skipped.add(Problem("", str(exc), sample_id))
+        else:
+            raise InvalidInput(f"no sample of {dataset.root} could be read; {skipped.summary()}")
     return out
+
 
 
 def _scaled(progress: ProgressFn, index: int, total: int) -> ProgressFn:

@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InvalidInput
-from core.io.dataset import load_sample_image, load_sample_label_map
-from core.io.index import label_classes
 from core.labels.overlay import Placement, Recombined, band_map, overlay, reconstruct
 from core.labels.regions import Region, class_components
 from core.progress import CancelToken, ProgressFn, track
-from core.types import ClassSet, Dataset
+from core.store import DatasetStore, SkipReport
+from core.types import ClassSet
 
 MODES = ("overlay", "multi", "reconstruct")
 
@@ -81,26 +80,55 @@ class RecombinedSample:
     id: str
     result: Recombined
     record: dict
+    kept_as: str | None = None  # the id it was kept under, once kept
 
 
 class RegionLibrary:
-    """Loads sample maps and images on demand and keeps their class components (small crops)."""
+    """Loads sample maps and images on demand through the store and keeps their class components (small
+    crops). Samples that cannot be read are skipped and listed in ``skipped`` (and the store's problems).
 
-    def __init__(self, dataset: Dataset, min_area: int = 64):
-        self.dataset = dataset
+    Only samples with a usable label map take part: an unlabelled image is never a source or a target.
+    """
+
+    def __init__(self, store: DatasetStore, min_area: int = 64):
+        self.dataset = store
+        self.store = store
         self.min_area = min_area
-        self.present = label_classes(dataset)
+        self.skipped = SkipReport()
+        self.present = store.label_classes()
+        self.version = store.version
         self._components: dict[int, list[Region]] = {}
         self._colors: dict[int, np.ndarray] = {}
 
     def load(self, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """A sample's ``(label map, image)``."""
-        sample = self.dataset.get(sample_id)
-        image = load_sample_image(sample)
-        label_map = load_sample_label_map(self.dataset, sample, image.shape[:2])
-        if label_map is None:
-            raise InvalidInput(f"sample {sample_id!r} has no label map")
-        return label_map, image
+        """A sample's ``(label map, image)``.
+
+        Raises:
+            InvalidInput: the sample has no usable label map, or cannot be read.
+        """
+        data = self.store.read(sample_id)
+        if data.label_map is None:
+            raise InvalidInput(data.label_problem or f"sample {sample_id!r} has no label map")
+        return data.label_map, data.image
+
+    def draw_readable(self, rng: np.random.Generator, pool: Sequence[str]) -> tuple[str, np.ndarray, np.ndarray]:
+        """Draw a sample from ``pool`` with ``rng``; one that cannot be read is skipped (and reported) and
+        another drawn, so one bad file never stops a batch.
+
+        Raises:
+            InvalidInput: no sample of the pool can be read.
+        """
+        remaining = list(pool)
+        while remaining:
+            sample_id = remaining.pop(int(rng.integers(len(remaining))))
+            loaded = self.loadable([sample_id])
+            if loaded:
+                return loaded[0]
+        raise InvalidInput(f"none of the {len(pool)} candidate samples could be read; {self.skipped.summary()}")
+
+    def loadable(self, sample_ids) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """``(id, label map, image)`` for each readable sample of ``sample_ids``; the others are skipped."""
+        return [(d.id, d.label_map, d.image) for d in self.store.each(sample_ids, skipped=self.skipped)]
 
     def holders(self, cls: int) -> list[str]:
         return sorted(s for s, present in self.present.items() if cls in present)
@@ -109,8 +137,7 @@ class RegionLibrary:
         """Every component of ``cls`` (at least ``min_area`` pixels) over the dataset, in a stable order."""
         if cls not in self._components:
             regions: list[Region] = []
-            for sample_id in self.holders(cls):
-                label_map, image = self.load(sample_id)
+            for sample_id, label_map, image in self.loadable(self.holders(cls)):
                 regions += class_components(label_map, cls, image=image, source_id=sample_id, min_area=self.min_area)
             self._components[cls] = regions
         if not self._components[cls]:
@@ -134,8 +161,7 @@ class RegionLibrary:
         """The mean RGB colour of ``cls`` over up to 20 maps holding it (grey when none does)."""
         if cls not in self._colors:
             total, pixels = np.zeros(3), 0
-            for sample_id in self.holders(cls)[:20]:
-                label_map, image = self.load(sample_id)
+            for _, label_map, image in self.loadable(self.holders(cls)[:20]):
                 mask = label_map == cls
                 total += image[mask].sum(axis=0)
                 pixels += int(mask.sum())
@@ -184,10 +210,9 @@ def recombine_one(library: RegionLibrary, request: RecombineRequest, index: int)
         if not pool:
             names = ", ".join(request.classes)
             raise InvalidInput(f"no labelled map lacks {names}: every map already holds it, nothing to overlay onto")
-        target_id = pool[int(rng.integers(len(pool)))]
+        target_id, target, target_image = library.draw_readable(rng, pool)
         if request.mode == "multi":
             chosen_classes = [c for c in wanted if c not in library.present[target_id]] or wanted
-        target, target_image = library.load(target_id)
         regions = [_pick(rng, library.components(c), exclude=target_id) for c in chosen_classes]
         result = overlay(
             target, regions, request.placement, rng, target_image=target_image, ignore_index=classes.ignore_index
@@ -222,13 +247,12 @@ def _base(library: RegionLibrary, request: RecombineRequest, rng: np.random.Gene
         raise InvalidInput(
             f"{library.dataset.root} has no labelled map to use as a base; give --band CLASS:SHARE instead"
         )
-    base_id = pool[int(rng.integers(len(pool)))]
-    base, image = library.load(base_id)
+    base_id, base, image = library.draw_readable(rng, pool)
     return {"sample": base_id}, base, image
 
 
 def recombine(
-    dataset: Dataset,
+    dataset: DatasetStore,
     request: RecombineRequest,
     *,
     progress: ProgressFn | None = None,
@@ -290,6 +314,29 @@ def keep_samples(out: str | Path, classes: ClassSet, chosen: Sequence[Recombined
     kept = [renamed(s, f"kept_{s.record['mode'].replace('-', '_')}_{start + k + 1:06d}") for k, s in enumerate(chosen)]
     write_samples(out, classes, kept, append=True)
     return [s.id for s in kept]
+
+
+def keep_once(
+    out: str | Path, classes: ClassSet, results: Sequence[RecombinedSample], indices: Sequence[int] | None
+) -> tuple[list[str], list[str]]:
+    """Keep previewed results (all when ``indices`` is None) as new samples, each at most once: a result kept
+    before is not written again.
+
+    Returns:
+        ``(ids of the samples written now, ids the other chosen results were kept under before)``.
+
+    Raises:
+        InvalidInput: nothing chosen.
+    """
+    chosen = list(results) if indices is None else [results[i] for i in indices if 0 <= i < len(results)]
+    if not chosen:
+        raise InvalidInput("select a preview in the gallery first")
+    fresh = [r for r in chosen if r.kept_as is None]
+    before = [r.kept_as for r in chosen if r.kept_as is not None]
+    new = keep_samples(out, classes, fresh) if fresh else []
+    for result, new_id in zip(fresh, new, strict=True):
+        result.kept_as = new_id
+    return new, before  # type: ignore[return-value]
 
 
 def kept_count(out: str | Path) -> int:

@@ -132,19 +132,29 @@ class ClassStats:
 
 
 def dataset_stats(
-    dataset, *, include_background: bool = False, count_instances: bool = True, progress=None, cancel=None
+    dataset, *, include_background: bool = False, count_instances: bool = True, progress=None, cancel=None,
+    skipped=None,
 ) -> ClassStats:
-    """Stream a dataset's label maps (samples without one are skipped) into :class:`ClassStats`.
+    """Stream a dataset's usable label maps (a :class:`core.store.DatasetStore`) into :class:`ClassStats`.
 
-    Only one map is in memory at a time. Unreadable maps raise their :class:`ImageLoadError`.
+    Only one map is in memory at a time. Samples without a label map are not counted (unlabelled is not
+    background); maps that cannot be used (unreadable, wrong size, unknown values) are skipped and listed
+    in ``skipped`` (a :class:`core.store.SkipReport`) and in the store's problems.
     """
-    from core.io.images import load_label_map
+    from core.errors import StudioError
     from core.progress import track
+    from core.store import Problem
 
     stats = ClassStats(dataset.classes, include_background, count_instances)
-    labelled = [s for s in dataset.samples if s.has_label_map]
-    for sample in track(labelled, progress=progress, cancel=cancel, message="statistics"):
-        stats.add(load_label_map(sample.label_path, dataset.classes))
+    for sample_id in track(dataset.labelled_ids(), progress=progress, cancel=cancel, message="statistics"):
+        try:
+            label_map = dataset.label_map(sample_id)
+        except StudioError as exc:
+            if skipped is not None:
+                skipped.add(Problem("", str(exc), sample_id))
+            continue
+        if label_map is not None:
+            stats.add(label_map)
     return stats
 
 

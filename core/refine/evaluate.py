@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InvalidInput
-from core.io.dataset import load_sample_image, load_sample_label_map, open_dataset
 from core.progress import CancelToken, ProgressFn, track
 from core.refine.refiner import BoxRefiner, RefineSettings
+from core.store import DatasetStore, SkipReport
 
 
 @dataclass
@@ -38,6 +38,7 @@ class EvalReport:
 
     method: str
     scores: list[SampleScore] = field(default_factory=list)
+    skipped: SkipReport = field(default_factory=SkipReport)
 
     @property
     def box_seconds(self) -> list[float]:
@@ -53,6 +54,7 @@ class EvalReport:
             "err_in_box": round(float(np.mean([s.err_in_box for s in self.scores])), 4) if self.scores else None,
             "sec_mean": round(float(np.mean(seconds)), 4) if seconds else None,
             "sec_median": round(float(statistics.median(seconds)), 4) if seconds else None,
+            "skipped": [p.to_json() for p in self.skipped.skipped],
         }
 
 
@@ -95,18 +97,21 @@ def evaluate_boxes(
     """
     if limit is not None and limit < 1:
         raise InvalidInput(f"--limit must be at least 1, got {limit}")
-    dataset = open_dataset(root)
-    samples = [s for s in dataset.samples if s.boxes and s.has_label_map][:limit]
+    dataset = root if isinstance(root, DatasetStore) else DatasetStore(root)
+    labelled = set(dataset.labelled_ids())
+    samples = [s for s in dataset.samples if s.boxes and s.id in labelled][:limit]
     if not samples:
-        raise InvalidInput(f"{root}: no sample has both boxes and a ground-truth mask to evaluate against")
+        raise InvalidInput(f"{dataset.root}: no sample has both boxes and a usable ground-truth mask to evaluate against")
     refiner = refiner or BoxRefiner()
-    first = samples[0]
-    refiner.refine(load_sample_image(first), first.boxes[0], settings)  # warm-up, untimed
-    refiner = BoxRefiner(refiner.registry)  # fresh caches: no timed box may be a cache hit
     report = EvalReport(settings.resolved_method)
-    for sample in track(samples, progress=progress, cancel=cancel, message="evaluating"):
-        image = load_sample_image(sample)
-        truth = load_sample_label_map(dataset, sample, image.shape[:2])
+    warmed = False
+    readable = dataset.each([s.id for s in samples], skipped=report.skipped)
+    for data in track(readable, progress=progress, cancel=cancel, message="evaluating", total=len(samples)):
+        sample, image, truth = data.sample, data.image, data.label_map
+        if not warmed:
+            refiner.refine(image, sample.boxes[0], settings)  # warm-up, untimed
+            refiner = BoxRefiner(refiner.registry)  # fresh caches: no timed box may be a cache hit
+            warmed = True
         prediction = np.zeros(image.shape[:2], dtype=bool)
         in_boxes = np.zeros(image.shape[:2], dtype=bool)
         seconds = []
@@ -117,4 +122,6 @@ def evaluate_boxes(
             in_boxes |= box.mask(*image.shape[:2])
         iou, err = iou_and_box_error(prediction, truth, in_boxes, dataset.classes.ignore_index)
         report.scores.append(SampleScore(sample.id, iou, err, seconds))
+    if not report.scores:
+        raise InvalidInput(f"{dataset.root}: no sample could be read; {report.skipped.summary()}")
     return report

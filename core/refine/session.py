@@ -2,21 +2,29 @@
 
 The label map shown to a person is derived, never edited directly:
 
-    label map = base map (from disk, or empty)
-                with each refined box's class cleared inside its box and its mask painted
-                (overlap rule, optional ignore band)
+    label map = base map (the saved map; for an image without one, every pixel unknown: 255, or
+                background when the person says so)
+                with each box the person refined painted in (overlap rule, optional ignore band)
                 with manual edits (brush strokes, touch-ups) applied on top.
+
+What nobody touched stays byte-identical: boxes loaded from disk keep the pixels they have in the saved map
+(ignore pixels included) until the person asks to refine that box; adding, moving or deleting one box
+changes only that box's pixels. A loaded box takes part in the overlap rule with its saved pixels, so a
+new larger box drawn over it does not swallow it.
 
 Manual edits are kept as an override layer, so re-refining a box or adding one keeps them. Every
 change pushes a snapshot (compressed) onto the undo stack; undo and redo never recompute anything.
+The whole state (undo and redo stacks included) round-trips through :meth:`AnnotationSession.to_draft`
+so that unsaved work survives a refresh or a restart.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +35,9 @@ from core.refine.refiner import BoxRefiner, RefineSettings, as_rgb
 from core.types import Box, ClassSet
 
 NO_OVERRIDE = -1
+DRAFT_FORMAT = 1
+FULL_BOX_SHARE = 0.98  # a mask covering this share of its box is flagged: the cut found no boundary
+REST_CHOICES = ("unknown", "background")
 
 
 def _compress(array: np.ndarray) -> bytes:
@@ -37,35 +48,77 @@ def _decompress(data: bytes, shape: tuple[int, ...], dtype) -> np.ndarray:
     return np.frombuffer(zlib.decompress(data), dtype=dtype).reshape(shape).copy()
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
 @dataclass(frozen=True)
 class BoxEntry:
-    """A box and, once refined, its mask inside the box (compressed) and the method used."""
+    """A box and, once refined, its mask inside the box (compressed).
+
+    Attributes:
+        box: the box (half-open, with its class).
+        mask: ``box.height x box.width bool`` compressed, or ``None`` while the box is not refined.
+        method: the method that made the mask (``kept`` for pixels taken over from the saved map).
+        number: the box's stable number in lists (new boxes are numbered after existing ones).
+        source: the box as loaded from disk, when this entry derives from one: its saved pixels are
+            replaced once the entry is refined (or moved and refined).
+        flag: ``""``, ``"empty mask"`` or ``"mask fills the box"``.
+    """
 
     box: Box
     mask: bytes | None = None
     method: str = ""
+    number: int = 0
+    source: Box | None = None
+    flag: str = ""
 
     @property
     def refined(self) -> bool:
         return self.mask is not None
+
+    @property
+    def from_disk(self) -> bool:
+        """A loaded box nobody changed or refined: its saved pixels stand as they are."""
+        return self.mask is None and self.source is not None and self.source == self.box
+
+    def crop(self) -> np.ndarray:
+        """``box.height x box.width bool`` (empty when unrefined)."""
+        b = self.box
+        if self.mask is None:
+            return np.zeros((b.height, b.width), dtype=bool)
+        return _decompress(self.mask, (b.height, b.width), bool)
 
     def full_mask(self, height: int, width: int) -> np.ndarray:
         """``H x W bool`` (empty when unrefined)."""
         out = np.zeros((height, width), dtype=bool)
         if self.mask is not None:
             b = self.box
-            out[b.y0 : b.y1, b.x0 : b.x1] = _decompress(self.mask, (b.height, b.width), bool)
+            out[b.y0 : b.y1, b.x0 : b.x1] = self.crop()
         return out
 
 
-@dataclass(frozen=True)
+def mask_flag(crop: np.ndarray) -> str:
+    """``"empty mask"``, ``"mask fills the box"`` or ``""`` for a box's ``h x w bool`` mask."""
+    share = float(crop.mean()) if crop.size else 0.0
+    if share == 0.0:
+        return "empty mask"
+    if share >= FULL_BOX_SHARE:
+        return "mask fills the box"
+    return ""
+
+
+@dataclass
 class Snapshot:
-    """One state of the document (arrays compressed)."""
+    """One state of the document (arrays compressed; the derived map is recomputed when absent)."""
 
     entries: tuple[BoxEntry, ...]
     overrides: bytes  # int16 H x W, NO_OVERRIDE where nothing was edited by hand
-    label_map: bytes  # uint8 H x W, the derived map (kept so undo/redo never recompute)
+    label_map: bytes | None  # uint8 H x W, the derived map (kept so undo/redo never recompute)
     action: str
+    rest: str = "unknown"
+    overlap: str = "smaller"
+    ignore_band: int = 0
 
 
 @dataclass
@@ -75,9 +128,11 @@ class AnnotationSession:
     Args:
         image: ``H x W x 3 uint8`` RGB.
         classes: the dataset's class set.
-        boxes: the sample's boxes (unrefined at start).
-        base: ``H x W uint8`` label map loaded from disk, or ``None`` for an empty (background) map.
+        boxes: the sample's boxes as saved (unrefined at start; their saved pixels stand).
+        base: ``H x W uint8`` label map loaded from disk, or ``None`` for an image without one (then pixels
+            no mask covers are unknown, ``classes.ignore_index``, unless ``rest`` is ``background``).
         refiner: shared :class:`BoxRefiner` (its caches make re-refining cheap).
+        revision: the store revision the session was opened from (a save names it).
     """
 
     image: np.ndarray
@@ -88,6 +143,8 @@ class AnnotationSession:
     settings: RefineSettings = field(default_factory=RefineSettings)
     overlap: str = "smaller"
     ignore_band: int = 0
+    revision: str | None = None
+    rest: str = "unknown"
     _undo: list[Snapshot] = field(default_factory=list, init=False)
     _redo: list[Snapshot] = field(default_factory=list, init=False)
     _saved_at: int = field(default=0, init=False)
@@ -95,16 +152,27 @@ class AnnotationSession:
     def __post_init__(self) -> None:
         self.image = as_rgb(self.image)
         height, width = self.image.shape[:2]
-        if self.base is None:
-            self.base = np.zeros((height, width), dtype=np.uint8)
-        if self.base.shape != (height, width):
+        self.labelled = self.base is not None
+        if self.base is not None and self.base.shape != (height, width):
             raise InvalidInput(
                 f"label map is {self.base.shape[1]}x{self.base.shape[0]} but the image is {width}x{height}"
             )
-        self.base = self.base.astype(np.uint8, copy=True)
-        entries = tuple(BoxEntry(self._check_box(b)) for b in self.boxes)
+        if self.rest not in REST_CHOICES:
+            raise InvalidInput(f"unknown choice for uncovered pixels {self.rest!r}; accepted: {', '.join(REST_CHOICES)}")
+        self._saved_base = None if self.base is None else self.base.astype(np.uint8, copy=True)
+        entries = tuple(
+            BoxEntry(box, number=n + 1, source=box) for n, box in enumerate(self._check_box(b) for b in self.boxes)
+        )
         overrides = np.full((height, width), NO_OVERRIDE, dtype=np.int16)
-        self._undo = [Snapshot(entries, _compress(overrides), _compress(self.base), "open")]
+        base = self._base_for(self.rest)
+        self._undo = [Snapshot(entries, _compress(overrides), _compress(base), "open", self.rest, self.overlap,
+                               self.ignore_band)]  # fmt: skip
+
+    def _base_for(self, rest: str) -> np.ndarray:
+        if self._saved_base is not None:
+            return self._saved_base
+        value = 0 if rest == "background" else self.classes.ignore_index
+        return np.full(self.shape, value, dtype=np.uint8)
 
     # ---- reading the state ---------------------------------------------------------------
 
@@ -123,12 +191,23 @@ class AnnotationSession:
     @property
     def label_map(self) -> np.ndarray:
         """The current ``H x W uint8`` label map."""
-        return _decompress(self.current.label_map, self.shape, np.uint8)
+        snapshot = self.current
+        if snapshot.label_map is None:
+            snapshot.label_map = _compress(self._compose(snapshot))
+        return _decompress(snapshot.label_map, self.shape, np.uint8)
 
     @property
     def overrides(self) -> np.ndarray:
         """``H x W int16`` manual edits (``NO_OVERRIDE`` where none)."""
         return _decompress(self.current.overrides, self.shape, np.int16)
+
+    @property
+    def state_key(self) -> str:
+        """A short hash of the current label map (changes whenever the map does)."""
+        snapshot = self.current
+        if snapshot.label_map is None:
+            self.label_map  # noqa: B018 - computes and keeps it
+        return hashlib.sha1(snapshot.label_map).hexdigest()[:16]  # type: ignore[arg-type]
 
     @property
     def can_undo(self) -> bool:
@@ -148,7 +227,11 @@ class AnnotationSession:
         """True when the state differs from the last save (or from the opened files)."""
         return len(self._undo) - 1 != self._saved_at
 
-    # ---- changing the state --------------------------------------------------------------
+    def flagged(self) -> list[tuple[int, str]]:
+        """``(box number, flag)`` of refined boxes whose mask is empty or fills the whole box."""
+        return [(e.number, e.flag) for e in self.entries if e.refined and e.flag]
+
+    # ---- composing -----------------------------------------------------------------------
 
     def _check_box(self, box: Box) -> Box:
         self.classes.check_index(box.label)
@@ -158,85 +241,170 @@ class AnnotationSession:
             )
         return box.clip(self.shape[1], self.shape[0])
 
-    def _compose(self, entries: Sequence[BoxEntry], overrides: np.ndarray) -> np.ndarray:
-        height, width = self.shape
-        label_map = self.base.copy()
-        refined = [e for e in entries if e.refined]
-        for entry in refined:  # a refined box replaces its class (and the old void band) inside the box
+    def _compose(self, snapshot: Snapshot) -> np.ndarray:
+        base = self._base_for(snapshot.rest)
+        label_map = base.copy()
+        fill = 0 if (self.labelled or snapshot.rest == "background") else self.classes.ignore_index
+        for entry in snapshot.entries:  # a refined loaded box replaces its saved pixels
+            if entry.refined and entry.source is not None:
+                s = entry.source
+                window = label_map[s.y0 : s.y1, s.x0 : s.x1]
+                window[base[s.y0 : s.y1, s.x0 : s.x1] == s.label] = fill
+        painters = [e for e in snapshot.entries if e.refined or e.from_disk]
+        for index in paint_order([e.box for e in painters], snapshot.overlap):
+            entry = painters[index]
             b = entry.box
-            region = label_map[b.y0 : b.y1, b.x0 : b.x1]
-            region[(region == b.label) | (region == self.classes.ignore_index)] = 0
-        for index in paint_order([e.box for e in refined], self.overlap):
-            entry = refined[index]
-            label_map[entry.full_mask(height, width)] = entry.box.label
-        if self.ignore_band > 0 and refined:
-            label_map[border_band(label_map, self.ignore_band)] = self.classes.ignore_index
+            window = label_map[b.y0 : b.y1, b.x0 : b.x1]
+            if entry.refined:
+                window[entry.crop()] = b.label
+            else:  # its saved pixels win over the boxes it beats in the overlap rule
+                window[base[b.y0 : b.y1, b.x0 : b.x1] == b.label] = b.label
+        refined = [e for e in snapshot.entries if e.refined]
+        if snapshot.ignore_band > 0 and refined:
+            label_map[self._band_near(label_map, refined, snapshot.ignore_band)] = self.classes.ignore_index
+        overrides = _decompress(snapshot.overrides, self.shape, np.int16)
         edited = overrides != NO_OVERRIDE
         label_map[edited] = overrides[edited].astype(np.uint8)
         return label_map
 
-    def _push(self, entries: Sequence[BoxEntry], overrides: np.ndarray, action: str) -> np.ndarray:
-        label_map = self._compose(entries, overrides)
-        self._undo.append(Snapshot(tuple(entries), _compress(overrides), _compress(label_map), action))
+    def _band_near(self, label_map: np.ndarray, refined: Sequence[BoxEntry], width: int) -> np.ndarray:
+        """The ignore band on class borders, only around the refined masks (untouched pixels stay)."""
+        import cv2
+
+        height, w = self.shape
+        near = np.zeros((height, w), np.uint8)
+        for entry in refined:
+            near[entry.full_mask(height, w)] = 1
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+        return border_band(label_map, width) & (cv2.dilate(near, kernel) > 0)
+
+    def _push(self, entries: Sequence[BoxEntry], overrides: np.ndarray, action: str, **options) -> np.ndarray:
+        current = self.current
+        snapshot = Snapshot(tuple(entries), _compress(overrides), None, action,
+                            options.get("rest", current.rest), options.get("overlap", current.overlap),
+                            options.get("ignore_band", current.ignore_band))  # fmt: skip
+        label_map = self._compose(snapshot)
+        snapshot.label_map = _compress(label_map)
+        self._undo.append(snapshot)
         self._redo.clear()
         return label_map
 
-    def _refined_entry(self, box: Box, settings: RefineSettings) -> BoxEntry:
+    def _refined_entry(self, entry: BoxEntry, box: Box, settings: RefineSettings) -> BoxEntry:
         mask = self.refiner.refine(self.image, box, settings)
         crop = mask[box.y0 : box.y1, box.x0 : box.x1]
-        return BoxEntry(box, _compress(crop), settings.resolved_method)
+        return replace(entry, box=box, mask=_compress(crop), method=settings.resolved_method, flag=mask_flag(crop))
+
+    # ---- changing the state --------------------------------------------------------------
 
     def set_boxes(
         self, boxes: Sequence[Box], *, refine: bool = True, settings: RefineSettings | None = None
     ) -> np.ndarray:
-        """Replace the box list (after the user drew, moved, resized or deleted boxes).
+        """Replace the box list (after the user drew, moved, resized, relabelled or deleted boxes).
 
-        Boxes identical to existing ones keep their masks; new or changed boxes are refined when
-        ``refine`` is true. Returns the new label map (unchanged state pushes nothing).
+        Boxes identical to existing ones keep their entries. A box that differs from the existing one at
+        the same place in the list only in its class is relabelled (its mask kept); one that moved or
+        changed size is refined again when ``refine`` is true. New boxes are refined when ``refine`` is
+        true and numbered after the existing ones. Returns the new label map (an unchanged state pushes
+        nothing).
         """
         settings = settings or self.settings
         checked = [self._check_box(b) for b in boxes]
-        old = {e.box: e for e in self.entries}
-        entries = []
-        for box in checked:
-            entry = old.get(box) or BoxEntry(box)
-            if refine and not entry.refined:
-                entry = self._refined_entry(box, settings)
-            entries.append(entry)
+        entries = list(self._match(checked))
+        next_number = max((e.number for e in self.entries), default=0) + 1
+        for i, (box, previous) in enumerate(zip(checked, entries, strict=True)):
+            if previous is not None and previous.box == box:
+                continue
+            if previous is not None and _same_place(previous.box, box):
+                entries[i] = self._relabelled(previous, box.label)
+                continue
+            entry = previous or BoxEntry(box, number=next_number)
+            if previous is None:
+                next_number += 1
+            entry = replace(entry, box=box, mask=None, method="", flag="")
+            entries[i] = self._refined_entry(entry, box, settings) if refine else entry
         if tuple(entries) == self.entries:
             return self.label_map
         return self._push(entries, self.overrides, "edit boxes")
 
-    def refine(self, indices: Sequence[int] | None = None, settings: RefineSettings | None = None) -> np.ndarray:
-        """(Re)refine the given boxes (all when ``None``) with ``settings`` and return the label map."""
+    def _match(self, boxes: Sequence[Box]) -> list[BoxEntry | None]:
+        """The existing entry each box continues: equal boxes first; then, when as many boxes as entries are
+        left unmatched, pairs in list order (a move, resize or class change); otherwise none (new boxes)."""
+        old = list(self.entries)
+        used = [False] * len(old)
+        matched: list[BoxEntry | None] = [None] * len(boxes)
+        for i, box in enumerate(boxes):
+            for j, entry in enumerate(old):
+                if not used[j] and entry.box == box:
+                    matched[i], used[j] = entry, True
+                    break
+        free_boxes = [i for i, m in enumerate(matched) if m is None]
+        free_entries = [j for j, u in enumerate(used) if not u]
+        if free_boxes and len(free_boxes) == len(free_entries):
+            for i, j in zip(free_boxes, free_entries, strict=True):
+                matched[i] = old[j]
+        return matched
+
+    def _relabelled(self, entry: BoxEntry, label: int) -> BoxEntry:
+        """The entry with another class; a loaded box takes its saved pixels along to the new class."""
+        box = entry.box.with_label(label)
+        if entry.refined or entry.source is None:
+            return replace(entry, box=box)
+        saved = self._base_for(self.current.rest)[entry.box.y0 : entry.box.y1, entry.box.x0 : entry.box.x1]
+        crop = saved == entry.box.label
+        return replace(entry, box=box, mask=_compress(crop), method="kept", flag=mask_flag(crop))
+
+    def set_class(self, number: int, label: int) -> np.ndarray:
+        """Give box ``number`` (its number in the box list) another class; its mask is kept."""
+        self.classes.check_index(label)
+        if label == 0:
+            raise InvalidInput(f"class 0 ({self.classes.names[0]}) is not an object class; pick another")
+        entries = list(self.entries)
+        index = self._index_of(number)
+        if entries[index].box.label == label:
+            return self.label_map
+        entries[index] = self._relabelled(entries[index], label)
+        return self._push(entries, self.overrides, f"class of #{number} -> {self.classes.names[label]}")
+
+    def _index_of(self, number: int) -> int:
+        for index, entry in enumerate(self.entries):
+            if entry.number == int(number):
+                return index
+        numbers = ", ".join(f"#{e.number}" for e in self.entries) or "none"
+        raise InvalidInput(f"no box #{number}; this sample's boxes: {numbers}")
+
+    def refine(self, numbers: Sequence[int] | None = None, settings: RefineSettings | None = None) -> np.ndarray:
+        """(Re)refine the boxes with these numbers (all when ``None``) with ``settings``; return the map."""
         settings = settings or self.settings
         entries = list(self.entries)
-        chosen = range(len(entries)) if indices is None else indices
-        for index in chosen:
-            if not 0 <= index < len(entries):
-                raise InvalidInput(f"no box #{index + 1}; this sample has {len(entries)} boxes")
-            entries[index] = self._refined_entry(entries[index].box, settings)
         if not entries:
             raise InvalidInput("there are no boxes to refine: draw a box first")
-        what = "all boxes" if indices is None else ", ".join(f"#{i + 1}" for i in chosen)
+        chosen = range(len(entries)) if numbers is None else [self._index_of(n) for n in numbers]
+        for index in chosen:
+            entries[index] = self._refined_entry(entries[index], entries[index].box, settings)
+        what = "all boxes" if numbers is None else ", ".join(f"#{n}" for n in numbers)
         return self._push(entries, self.overrides, f"refine {what} ({settings.resolved_method})")
 
-    def set_options(self, *, overlap: str | None = None, ignore_band: int | None = None) -> np.ndarray:
-        """Change the overlap rule or ignore band and recompose (an undoable step)."""
+    def set_options(
+        self, *, overlap: str | None = None, ignore_band: int | None = None, rest: str | None = None
+    ) -> np.ndarray:
+        """Change the overlap rule, the ignore band or what uncovered pixels of an unlabelled image are
+        (``unknown`` or ``background``), and recompose (an undoable step)."""
+        current = self.current
         if overlap is not None:
             paint_order([], overlap)  # validates the name
         if ignore_band is not None and not 0 <= ignore_band <= 50:
             raise InvalidInput(f"ignore band must be 0..50 pixels, got {ignore_band}")
-        changed = (overlap is not None and overlap != self.overlap) or (
-            ignore_band is not None and ignore_band != self.ignore_band
-        )
-        if not changed:
+        if rest is not None and rest not in REST_CHOICES:
+            raise InvalidInput(f"unknown choice for uncovered pixels {rest!r}; accepted: {', '.join(REST_CHOICES)}")
+        changes = {k: v for k, v in (("overlap", overlap), ("ignore_band", ignore_band), ("rest", rest))
+                   if v is not None and v != getattr(current, k)}  # fmt: skip
+        if not changes:
             return self.label_map
-        self.overlap = overlap if overlap is not None else self.overlap
-        self.ignore_band = ignore_band if ignore_band is not None else self.ignore_band
-        return self._push(
-            self.entries, self.overrides, f"options: overlap {self.overlap}, ignore band {self.ignore_band}"
-        )
+        described = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in changes.items())
+        self.overlap = changes.get("overlap", self.overlap)
+        self.ignore_band = changes.get("ignore_band", self.ignore_band)
+        self.rest = changes.get("rest", self.rest)
+        return self._push(self.entries, self.overrides, f"options: {described}", **changes)
 
     def _edit(self, edited: np.ndarray, action: str) -> np.ndarray:
         current = self.label_map
@@ -279,6 +447,7 @@ class AnnotationSession:
         if not self.can_undo:
             raise InvalidInput("nothing to undo")
         self._redo.append(self._undo.pop())
+        self._sync_options()
         return self.label_map
 
     def redo(self) -> np.ndarray:
@@ -286,24 +455,84 @@ class AnnotationSession:
         if not self.can_redo:
             raise InvalidInput("nothing to redo")
         self._undo.append(self._redo.pop())
+        self._sync_options()
         return self.label_map
+
+    def _sync_options(self) -> None:
+        current = self.current
+        self.overlap, self.ignore_band, self.rest = current.overlap, current.ignore_band, current.rest
 
     # ---- saving --------------------------------------------------------------------------
 
-    def save(self, dataset, sample) -> tuple[Path | None, Path | None]:
-        """Write the label map (palette PNG) and the boxes (VOC XML or boxes.csv rows), atomically,
-        keeping the previous versions in the dataset's history.
+    def save_payload(self) -> tuple[np.ndarray | None, list[Box]]:
+        """What a save writes: the label map (``None`` when nothing would change an image that has no map
+        yet) and the boxes."""
+        boxes = [e.box for e in self.entries]
+        label_map = self.label_map
+        unchanged_empty = not self.labelled and not (label_map != self._base_for(self.current.rest)).any()
+        return (None if unchanged_empty else label_map), boxes
 
-        Returns:
-            where the previous label map and boxes were kept (``None`` for new files).
-        """
-        from core.io.dataset import save_sample_boxes, save_sample_label_map
-
-        kept_map = save_sample_label_map(dataset, sample, self.label_map)
-        kept_boxes = save_sample_boxes(dataset, sample, [e.box for e in self.entries])
+    def mark_saved(self, revision: str | None) -> None:
+        """Record that the current state is what is on disk now (at ``revision``)."""
         self._saved_at = len(self._undo) - 1
-        return kept_map, kept_boxes
+        self.revision = revision
+
+    # ---- drafts --------------------------------------------------------------------------
+
+    def to_draft(self) -> dict:
+        """The whole editing state as JSON-ready data (masks stored once, derived maps left out)."""
+        masks: dict[str, str] = {}
+
+        def entry_doc(entry: BoxEntry) -> dict:
+            key = None
+            if entry.mask is not None:
+                key = hashlib.sha1(entry.mask).hexdigest()[:20]
+                masks.setdefault(key, _b64(entry.mask))
+            src = entry.source
+            return {"box": [entry.box.x0, entry.box.y0, entry.box.x1, entry.box.y1, entry.box.label], "mask": key,
+                    "method": entry.method, "number": entry.number, "flag": entry.flag,
+                    "source": None if src is None else [src.x0, src.y0, src.x1, src.y1, src.label]}  # fmt: skip
+
+        def snapshot_doc(s: Snapshot) -> dict:
+            return {"entries": [entry_doc(e) for e in s.entries], "overrides": _b64(s.overrides), "action": s.action,
+                    "rest": s.rest, "overlap": s.overlap, "ignore_band": s.ignore_band}  # fmt: skip
+
+        return {"format": DRAFT_FORMAT, "shape": list(self.shape), "revision": self.revision,
+                "saved_at": self._saved_at, "labelled": self.labelled, "masks": masks,
+                "undo": [snapshot_doc(s) for s in self._undo], "redo": [snapshot_doc(s) for s in self._redo]}  # fmt: skip
+
+    def restore_draft(self, doc: dict) -> None:
+        """Take over the state saved by :meth:`to_draft` (the image and base must be the same).
+
+        Raises:
+            InvalidInput: the draft is of another format or image size.
+        """
+        if doc.get("format") != DRAFT_FORMAT or list(doc.get("shape", [])) != list(self.shape):
+            raise InvalidInput(f"the draft does not fit this image ({doc.get('shape')} vs {list(self.shape)})")
+        masks = {k: base64.b64decode(v) for k, v in doc.get("masks", {}).items()}
+
+        def entry_of(d: dict) -> BoxEntry:
+            src = d.get("source")
+            return BoxEntry(Box(*d["box"]), masks[d["mask"]] if d.get("mask") else None, d.get("method", ""),
+                            int(d.get("number", 0)), Box(*src) if src else None, d.get("flag", ""))  # fmt: skip
+
+        def snapshot_of(d: dict) -> Snapshot:
+            return Snapshot(tuple(entry_of(e) for e in d["entries"]), base64.b64decode(d["overrides"]), None,
+                            d["action"], d.get("rest", "unknown"), d.get("overlap", "smaller"),
+                            int(d.get("ignore_band", 0)))  # fmt: skip
+
+        undo = [snapshot_of(s) for s in doc["undo"]]
+        if not undo:
+            raise InvalidInput("the draft holds no state")
+        self._undo, self._redo = undo, [snapshot_of(s) for s in doc.get("redo", [])]
+        self._saved_at = int(doc.get("saved_at", 0))
+        self.revision = doc.get("revision")
+        self._sync_options()
 
     def with_settings(self, settings: RefineSettings) -> AnnotationSession:
         """The same session using other default refinement settings (state shared)."""
         return replace(self, settings=settings)
+
+
+def _same_place(a: Box, b: Box) -> bool:
+    return (a.x0, a.y0, a.x1, a.y1) == (b.x0, b.y0, b.x1, b.y1)

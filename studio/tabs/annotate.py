@@ -1,49 +1,82 @@
 """The Annotate tab: draw boxes with classes, refine them into masks, compare methods, touch up,
-undo / redo, save a palette label map and VOC boxes."""
+undo / redo, save a palette label map and the boxes through the dataset store.
+
+Each browser is an *editor* (an id kept in its local storage). Its editing sessions live in server memory
+while in use and as drafts in the workspace after every change, so a refresh, a closed tab or a restarted
+server gives the same unsaved state back. Saves name the revision they started from; a sample saved
+elsewhere in the meantime gets the choice to reload theirs, overwrite (theirs kept in history) or save a copy.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import html
+import threading
+import time
+import uuid
 from typing import TYPE_CHECKING
 
 import gradio as gr
 import numpy as np
-from gradio_image_annotation import image_annotator
 
 from core.errors import InvalidInput, StudioError
-from core.io.dataset import load_sample_image, load_sample_label_map
 from core.refine.compare import compare_methods
 from core.refine.densecrf import DenseCRFParams
 from core.refine.grabcut import GrabCutParams
 from core.refine.methods import METHODS
 from core.refine.refiner import BoxRefiner, RefineSettings
-from core.refine.session import AnnotationSession
+from core.refine.session import REST_CHOICES, AnnotationSession
+from core.store import SaveConflict
 from core.types import Box, ClassSet
 from core.viz import overlay
+from studio.components import BoxAnnotator
 from studio.errors import shows_errors
 from studio.session_store import SessionStore
 from studio.tabs.dataset import sample_legend
 
 if TYPE_CHECKING:
-    from studio.app import StudioContext
+    from studio.context import StudioContext
 
 TOUCH_UPS = {"Fill holes": "fill_holes", "Remove small blobs": "remove_small", "Open": "open", "Close": "close"}
 ERASE = "erase (background)"
 IGNORE = "ignore (255)"
 CLASSIC_METHODS = ["auto", "grabcut-fast", "grabcut", "grabcut+crf", "densecrf"]
+DISPLAY_MAX_SIDE = 1280  # the annotator shows larger images downscaled (boxes are converted both ways)
+IDLE_S = 60.0  # editing sessions unused this long leave memory (their drafts stay in the workspace)
+REST_LABELS = {"unknown": "unknown (255, ignored in training)", "background": "background (0)"}
+
+
+def _release_memory() -> None:
+    """Give freed memory back to the operating system (glibc keeps it otherwise)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class AnnotateController:
-    """The tab's logic, independent of the layout (so it can be tested without a browser)."""
+    """The tab's logic, independent of the layout (so it can be tested without a browser).
+
+    Sessions are keyed by *editor* (a browser's id, or the Gradio session for API clients) and sample id.
+    """
 
     def __init__(self, ctx: StudioContext):
         self.ctx = ctx
         self.refiner = BoxRefiner(ctx.registry)
-        self.store = SessionStore(per_session=8, keep=lambda s: s.dirty)
+        self.sessions = SessionStore(per_session=8, keep=lambda s: s.dirty)
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self.annotator: BoxAnnotator | None = None
+
+    @property
+    def store(self):
+        return self.ctx.store
 
     @property
     def classes(self) -> ClassSet:
-        return self.ctx.dataset.classes
+        return self.ctx.store.classes
 
     def object_classes(self) -> list[str]:
         return list(self.classes.names[1:])
@@ -59,33 +92,75 @@ class AnnotateController:
 
     # ---- sessions --------------------------------------------------------------------------
 
-    def session(self, session_hash: str | None, sample_id: str) -> AnnotationSession:
-        """The editing session of a sample for this browser session (opened from disk once)."""
+    def lock(self, editor: str, sample_id: str) -> threading.Lock:
+        """One lock per editing session: two events of one editor never change a session at once."""
+        with self._locks_guard:
+            return self._locks.setdefault((editor, sample_id), threading.Lock())
 
-        def open_sample() -> AnnotationSession:
-            sample = self.ctx.dataset.get(sample_id)
-            image = load_sample_image(sample)
-            base = load_sample_label_map(self.ctx.dataset, sample, image.shape[:2])
-            return AnnotationSession(image, self.classes, sample.boxes, base=base, refiner=self.refiner)
+    def session(self, editor: str, sample_id: str) -> AnnotationSession:
+        """The editor's session on a sample: in memory, else its draft, else opened from disk.
 
+        Raises:
+            InvalidInput: no sample picked, an unknown sample, or its image cannot be read.
+        """
         if not sample_id:
             raise InvalidInput("pick a sample first")
-        self.ctx.dataset.get(sample_id)
-        return self.store.get(session_hash, sample_id, open_sample)
+        self.store.get(sample_id)
+        if self.sessions.drop_idle(IDLE_S):
+            _release_memory()
+        return self.sessions.get(editor, sample_id, lambda: self.open(editor, sample_id))
+
+    def open(self, editor: str, sample_id: str) -> AnnotationSession:
+        """A session on the sample as saved, with the editor's draft restored when there is one."""
+        data = self.store.read(sample_id)
+        session = AnnotationSession(data.image, self.classes, data.sample.boxes, base=data.label_map,
+                                    refiner=self.refiner, revision=data.revision)  # fmt: skip
+        session.label_problem = data.label_problem  # type: ignore[attr-defined]
+        session.restored_at = None  # type: ignore[attr-defined]
+        draft = self.store.drafts.load(editor, sample_id)
+        if draft is not None:
+            try:
+                session.restore_draft(draft)
+                info = self.store.drafts.info(editor, sample_id)
+                session.restored_at = info.saved_at if info else time.time()  # type: ignore[attr-defined]
+            except (InvalidInput, KeyError, TypeError, ValueError):
+                self.store.drafts.drop(editor, sample_id)
+        return session
+
+    def forget(self, editor: str, sample_id: str, *, drop_draft: bool = True) -> None:
+        """Discard the editor's session (and draft) on a sample; the next use opens it from disk."""
+        self.sessions.discard(editor, sample_id)
+        if drop_draft:
+            self.store.drafts.drop(editor, sample_id)
+
+    def persist(self, editor: str, sample_id: str, session: AnnotationSession) -> None:
+        """Keep unsaved work as a draft in the workspace (or remove the draft when nothing is unsaved)."""
+        if session.dirty:
+            self.store.drafts.save(editor, sample_id, session.to_draft())
+        else:
+            self.store.drafts.drop(editor, sample_id)
 
     # ---- conversions -----------------------------------------------------------------------
 
+    @staticmethod
+    def display_scale(shape: tuple[int, int]) -> float:
+        return min(1.0, DISPLAY_MAX_SIDE / max(shape))
+
     def boxes_from_annotator(
-        self, value: dict | None, default_class: str, shape: tuple[int, int]
+        self, value: dict | None, default_class: str, session: AnnotationSession
     ) -> tuple[list[Box], list[str]]:
-        """Boxes from the annotator's value (corners as drawn, half-open; labels by class name).
+        """Boxes from the annotator's value (display pixels, half-open; labels by class name).
+
+        A box whose display corners equal those of an existing box keeps that box's exact corners, so
+        downscaled display never moves a box by rounding.
 
         Returns:
             ``(boxes, problems)``: usable boxes clipped to the image, and one message per box that was
-            dropped (entirely outside the image, or of an unknown class), so that one bad box never
-            loses the others.
+            dropped (entirely outside the image, or of an unknown class).
         """
-        height, width = shape
+        height, width = session.shape
+        scale = self.display_scale(session.shape)
+        known = {_display_corners(e.box, scale): e.box for e in session.entries}
         boxes, problems = [], []
         for raw in (value or {}).get("boxes") or []:
             name = (raw.get("label") or default_class or "").strip()
@@ -94,33 +169,55 @@ class AnnotateController:
             if x1 - x0 < 1 or y1 - y0 < 1:
                 continue  # a click, not a box
             try:
-                box = Box.from_floats(x0, y0, x1, y1, self.classes.index_of(name)).clip(width, height)
+                label = self.classes.index_of(name)
+                same = known.get((round(x0), round(y0), round(x1), round(y1)))
+                box = same.with_label(label) if same else Box.from_floats(x0 / scale, y0 / scale, x1 / scale, y1 / scale, label)
+                boxes.append(box.clip(width, height))
             except InvalidInput as exc:
                 problems.append(f"box dropped: {exc}")
-                continue
-            boxes.append(box)
         return boxes, problems
 
     def annotator_value(self, session: AnnotationSession, opacity: float) -> dict:
-        """The annotator's value: the image with the label map overlaid, and the boxes."""
-        view = overlay(session.image, session.label_map, self.classes, float(opacity))
+        """The annotator's value: a preview file of the image with the label map overlaid (at display size,
+        written once per state and opacity), and the boxes in display pixels."""
+        scale = self.display_scale(session.shape)
+        key = (session.state_key, round(float(opacity), 2))
+        previews = session.__dict__.setdefault("previews", {})
+        path = previews.get(key)
+        if path is None:
+            view = overlay(session.image, session.label_map, self.classes, float(opacity), skip_ignore=not session.labelled)
+            if scale < 1:
+                from PIL import Image
+
+                size = (max(1, round(view.shape[1] * scale)), max(1, round(view.shape[0] * scale)))
+                view = np.asarray(Image.fromarray(view).resize(size, Image.Resampling.BILINEAR))
+            path = self._annotator().preview_file(view)
+            previews.clear()  # one preview per session: the newest
+            previews[key] = path
         boxes = []
         for entry in session.entries:
-            b = entry.box
-            boxes.append({"xmin": b.x0, "ymin": b.y0, "xmax": b.x1, "ymax": b.y1,
-                          "label": self.classes.names[b.label], "color": self.classes.color_of(b.label)})  # fmt: skip
-        return {"image": view, "boxes": boxes}
+            x0, y0, x1, y1 = _display_corners(entry.box, scale)
+            boxes.append({"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1,
+                          "label": self.classes.names[entry.box.label], "color": self.classes.color_of(entry.box.label)})  # fmt: skip
+        return {"image": path, "boxes": boxes}
+
+    def _annotator(self) -> BoxAnnotator:
+        if self.annotator is None:  # a controller used without the layout (tests)
+            self.annotator = BoxAnnotator(render=False)
+        return self.annotator
 
     def status(self, session: AnnotationSession, sample_id: str) -> str:
         entries = session.entries
         refined = sum(e.refined for e in entries)
         methods = sorted({e.method for e in entries if e.refined})
-        dirty = "unsaved changes" if session.dirty else "saved"
+        dirty = "unsaved changes (kept as a draft)" if session.dirty else "saved"
         last = session.history[-1]
+        flags = session.flagged()
+        warn = (" · ⚠ " + ", ".join(f"#{n} {flag}" for n, flag in flags)) if flags else ""
         return (
             f"**{html.escape(sample_id)}** · {len(entries)} boxes, {refined} refined"
             f"{' (' + ', '.join(methods) + ')' if methods else ''} · {dirty} · last step: {html.escape(last)} · "
-            f"{len(session.history) - 1} undo step(s){', redo available' if session.can_redo else ''}"
+            f"{len(session.history) - 1} undo step(s){', redo available' if session.can_redo else ''}{warn}"
         )
 
     def legend(self, session: AnnotationSession) -> str:
@@ -131,23 +228,29 @@ class AnnotateController:
         return settings_from_controls(method or "auto", params or {})
 
     def box_choices(self, session: AnnotationSession) -> list[tuple[str, int]]:
-        """``("#1 person (15, 12)-(365, 512) · grabcut-fast", 0)`` per box, for the box picker."""
+        """``("#1 person (15, 12)-(365, 512) · grabcut-fast", 1)`` per box (value: the box's number)."""
         out = []
-        for index, entry in enumerate(session.entries):
+        for entry in session.entries:
             b = entry.box
-            state = entry.method if entry.refined else "not refined"
-            out.append(
-                (f"#{index + 1} {self.classes.names[b.label]} ({b.x0}, {b.y0})-({b.x1}, {b.y1}) · {state}", index)
-            )
+            state = entry.method if entry.refined else ("saved pixels" if entry.from_disk else "not refined")
+            flag = f" · ⚠ {entry.flag}" if entry.flag else ""
+            out.append((f"#{entry.number} {self.classes.names[b.label]} ({b.x0}, {b.y0})-({b.x1}, {b.y1}) · "
+                        f"{state}{flag}", entry.number))  # fmt: skip
         return out
 
-    def outputs(self, session: AnnotationSession, sample_id: str, opacity: float):
-        """The annotator value, status line, legend and box-picker update after any change."""
-        choices = self.box_choices(session)
-        picker = gr.Dropdown(choices=choices, value=choices[-1][1] if choices else None)
-        return self.annotator_value(session, opacity), self.status(session, sample_id), self.legend(session), picker
-
     # ---- actions ---------------------------------------------------------------------------
+
+    def save(self, session: AnnotationSession, sample_id: str, on_conflict: str = "refuse"):
+        """Save through the store (only what changed), naming the revision the session started from.
+
+        Raises:
+            SaveConflict: the sample changed since; nothing was written.
+        """
+        label_map, boxes = session.save_payload()
+        result = self.store.save(sample_id, label_map=label_map, boxes=boxes, base_revision=session.revision,
+                                 on_conflict=on_conflict)  # fmt: skip
+        session.mark_saved(result.revision if result.sample_id == sample_id else self.store.revision(sample_id))
+        return result
 
     def compare(self, session: AnnotationSession, methods: list[str], params: dict | None = None):
         """Side-by-side overlays per method, the disagreement map, and pairwise IoU rows."""
@@ -168,33 +271,59 @@ class AnnotateController:
         return gallery, gr.Dataframe(value=rows, headers=["IoU", *result.names])
 
 
-def build(ctx: StudioContext, demo: gr.Blocks) -> AnnotateController:
+def _display_corners(box: Box, scale: float) -> tuple[int, int, int, int]:
+    return round(box.x0 * scale), round(box.y0 * scale), round(box.x1 * scale), round(box.y1 * scale)
+
+
+def _notice(text: str, kind: str = "info") -> str:
+    """An inline message kept until dismissed or replaced (``kind``: info, warning, error)."""
+    if not text:
+        return ""
+    icon = {"info": "ℹ", "warning": "⚠", "error": "✖"}[kind]
+    return f"<div class='notice notice-{kind}'>{icon} {text}</div>"
+
+
+def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> AnnotateController:
     """Lay out the Annotate tab and wire its events."""
     controller = AnnotateController(ctx)
     object_classes = controller.object_classes()
     default_class = "person" if "person" in object_classes else object_classes[0]
-    ids = ctx.dataset.ids
     sample_state = gr.State(None)
     params_state = gr.State({})
+    brush_open = gr.State(False)
+    editor_id = gr.BrowserState(None, storage_key="segstudio-editor")
+    last_sample = gr.BrowserState(None, storage_key="segstudio-annotate-sample")
 
     with gr.Row():
-        sample = gr.Dropdown(choices=ids, value=None, label="Sample", elem_id="annotate-sample", scale=2)
+        sample = gr.Dropdown(choices=ctx.store.ids, value=None, label="Sample", elem_id="annotate-sample", scale=2)
         new_class = gr.Dropdown(choices=object_classes, value=default_class, label="Class of new boxes",
                                 elem_id="annotate-class", scale=1)  # fmt: skip
         method = gr.Dropdown(choices=controller.method_choices(), value="auto", label="Method", elem_id="annotate-method",
                              scale=1)  # fmt: skip
-        auto_refine = gr.Checkbox(value=True, label="Refine boxes as I draw", elem_id="annotate-auto", scale=1)
+        auto_refine = gr.Checkbox(value=True, label="Refine new boxes as I draw", elem_id="annotate-auto", scale=1)
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=480):
-            annotator = image_annotator(
-                value=None, label_list=object_classes, label_colors=[ctx.dataset.classes.color_of(i) for i in range(1, len(ctx.dataset.classes))],
+            with gr.Row(elem_id="annotate-notice-row"):
+                notice = gr.HTML(elem_id="annotate-notice", scale=8)
+                dismiss = gr.Button("Dismiss", size="sm", elem_id="annotate-dismiss", scale=1, min_width=80)
+            with gr.Group(visible=False, elem_id="annotate-conflict") as conflict_box:
+                conflict_text = gr.Markdown(elem_id="annotate-conflict-text")
+                with gr.Row():
+                    reload_theirs = gr.Button("Reload theirs (discard my edits)", elem_id="conflict-reload")
+                    overwrite = gr.Button("Overwrite (theirs kept in history)", variant="stop", elem_id="conflict-overwrite")
+                    save_copy = gr.Button("Save mine as a copy", variant="primary", elem_id="conflict-copy")
+            discard_draft = gr.Button("Discard my unsaved edits", size="sm", visible=False, elem_id="annotate-discard")
+            annotator = BoxAnnotator(
+                value=None, label_list=object_classes, label_colors=[ctx.store.classes.color_of(i) for i in range(1, len(ctx.store.classes))],
                 use_default_label=True, image_type="filepath", sources=[], show_clear_button=False, show_remove_button=True,
                 show_download_button=False, height=560, elem_id="annotator", box_min_size=3, boxes_alpha=0.0,
             )  # fmt: skip
+            controller.annotator = annotator
             opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Mask opacity", elem_id="annotate-opacity")
             gr.Markdown(
                 "Draw a box: press **C** (or the box button under the image) and drag; **D** moves and resizes boxes; "
-                "double-click a box to change its class; the bin removes the selected box.",
+                "double-click a box (or use *Box* and *Set class* on the right) to change its class; the bin removes "
+                "the selected box. Boxes that came with the sample keep their saved pixels until you refine them.",
                 elem_classes=["hint"],
             )
             status = gr.Markdown("Pick a sample, then draw boxes on the image.", elem_id="annotate-status")
@@ -207,6 +336,10 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> AnnotateController:
             with gr.Row():
                 box_pick = gr.Dropdown(choices=[], label="Box", elem_id="box-pick", scale=3)
                 refine_one = gr.Button("Refine this box", elem_id="refine-one", scale=1)
+            with gr.Row():
+                box_class = gr.Dropdown(choices=object_classes, value=None, label="Class of this box",
+                                        elem_id="box-class", scale=3)  # fmt: skip
+                set_class = gr.Button("Set class", elem_id="set-class", scale=1)
             save = gr.Button("Save label map and boxes", variant="primary", elem_id="save")
             saved = gr.Markdown(elem_id="save-status")
             with gr.Accordion("Touch-up", open=True):
@@ -219,6 +352,7 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> AnnotateController:
                     touch_buttons = {
                         label: gr.Button(label, size="sm", elem_id=f"touch-{op}") for label, op in TOUCH_UPS.items()
                     }
+            with gr.Accordion("Brush", open=False, elem_id="brush") as brush_box:
                 brush_value = gr.Dropdown(choices=[*object_classes, ERASE, IGNORE], value=default_class,
                                           label="Brush paints", elem_id="brush-value")  # fmt: skip
                 editor = gr.ImageEditor(
@@ -249,6 +383,8 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> AnnotateController:
                     ["smaller", "larger", "order"], value="smaller", label="Where masks overlap, who wins"
                 )
                 ignore_band = gr.Slider(0, 10, value=0, step=1, label="Ignore band on class borders (px)")
+                rest = gr.Radio([(REST_LABELS[c], c) for c in REST_CHOICES], value="unknown", elem_id="annotate-rest",
+                                label="Pixels no box covers, on an image without a label map")  # fmt: skip
     with gr.Accordion("Compare methods", open=False, elem_id="compare"):
         with gr.Row():
             compare_methods_box = gr.CheckboxGroup(choices=[m for m in METHODS if m != "auto"], value=["grabcut-fast", "grabcut"],
@@ -260,147 +396,304 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> AnnotateController:
             label="IoU between methods (object pixels)", elem_id="compare-iou", interactive=False
         )
 
-    view_outputs = [annotator, status, legend, box_pick]
-    state_outputs = [*view_outputs, editor]
+    outputs = [annotator, status, legend, box_pick, box_class, notice, editor, saved, conflict_box, conflict_text,
+               discard_draft, sample, sample_state, overlap, ignore_band, rest]  # fmt: skip
 
-    def _session(request: gr.Request, sample_id: str) -> AnnotationSession:
-        return controller.session(getattr(request, "session_hash", None), sample_id)
+    def editor_of(browser: str | None, request: gr.Request) -> str:
+        return browser or getattr(request, "session_hash", None) or "anonymous"
 
-    def _editor_value(session: AnnotationSession) -> dict:
-        view = overlay(session.image, session.label_map, controller.classes, 0.5)
+    def editor_value(session: AnnotationSession) -> dict:
+        view = overlay(session.image, session.label_map, controller.classes, 0.5, skip_ignore=not session.labelled)
         return {"background": view, "layers": [], "composite": view}
 
-    @shows_errors
-    def on_sample(sample_id: str, alpha: float, request: gr.Request):
-        if not sample_id:
-            return None, gr.skip(), "Pick a sample, then draw boxes on the image.", "", gr.skip(), gr.skip()
-        session = _session(request, sample_id)
-        return sample_id, *controller.outputs(session, sample_id, alpha), _editor_value(session)
+    def view(session: AnnotationSession, sample_id: str, alpha: float, brush: bool, **extra) -> dict:
+        """Updates after any change: the annotator, status, legend, box list and (when open) the brush image."""
+        choices = controller.box_choices(session)
+        picked = choices[-1][1] if choices else None
+        updates = {
+            annotator: controller.annotator_value(session, alpha), status: controller.status(session, sample_id),
+            legend: controller.legend(session), box_pick: gr.Dropdown(choices=choices, value=picked),
+            box_class: controller.classes.names[session.entries[-1].box.label] if session.entries else None,
+            discard_draft: gr.Button(visible=session.dirty),
+        }  # fmt: skip
+        if brush:
+            updates[editor] = editor_value(session)
+        updates.update(extra)
+        return updates
 
-    @shows_errors
-    def on_boxes(value: dict | None, sample_id: str | None, cls: str, meth: str, auto: bool, alpha: float,
-                 params: dict, request: gr.Request, progress=gr.Progress()):  # fmt: skip
-        if not sample_id or value is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        session = _session(request, sample_id)
-        boxes, problems = controller.boxes_from_annotator(value, cls, session.shape)
-        for problem in problems:
-            gr.Warning(html.escape(problem))
-        if boxes == [e.box for e in session.entries] and not problems:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()  # our own update echoing back
-        progress(None, desc="refining")
-        try:
-            session.set_boxes(boxes, refine=auto, settings=controller.settings(meth, params))
-        except StudioError as exc:  # keep the drawing usable: warn and show the last good state
-            gr.Warning(html.escape(str(exc)))
-        return (*controller.outputs(session, sample_id, alpha), _editor_value(session))
+    def failed(exc: StudioError) -> dict:
+        return {notice: _notice(html.escape(str(exc)), "error")}
 
-    @shows_errors
-    def on_refine_all(sample_id: str | None, meth: str, alpha: float, params: dict, request: gr.Request,
-                      progress=gr.Progress()):  # fmt: skip
-        session = _session(request, sample_id or "")
-        progress(None, desc=f"refining {len(session.entries)} boxes with {meth}")
-        session.refine(settings=controller.settings(meth, params))
-        return (*controller.outputs(session, sample_id, alpha), _editor_value(session))
+    def editing(action, *, persist: bool = True):
+        """Wrap a change to the editor's session: lock it, apply, keep the draft, render; errors inline."""
 
-    @shows_errors
-    def on_refine_one(sample_id: str | None, index: int | None, meth: str, alpha: float, params: dict,
-                      request: gr.Request):  # fmt: skip
-        session = _session(request, sample_id or "")
-        if index is None:
-            raise InvalidInput("pick a box in the Box list first")
-        session.refine([int(index)], settings=controller.settings(meth, params))
-        return (*controller.outputs(session, sample_id, alpha), _editor_value(session))
-
-    def _step(action):
-        @shows_errors
-        def handler(sample_id: str | None, alpha: float, request: gr.Request):
-            session = _session(request, sample_id or "")
-            action(session)
-            return (*controller.outputs(session, sample_id, alpha), _editor_value(session))
+        def handler(sample_id, browser, alpha, brush, request: gr.Request, *args):
+            if not sample_id:
+                return {notice: _notice("Pick a sample first.", "warning")}
+            who = editor_of(browser, request)
+            try:
+                with controller.lock(who, sample_id):
+                    session = controller.session(who, sample_id)
+                    extra = action(session, *args) or {}
+                    if persist:
+                        controller.persist(who, sample_id, session)
+                    return view(session, sample_id, alpha, brush, **extra)
+            except StudioError as exc:
+                return failed(exc)
 
         return handler
 
-    @shows_errors
-    def on_touch(op: str, sample_id: str | None, kernel: float, area: float, alpha: float, request: gr.Request):
-        session = _session(request, sample_id or "")
-        session.touch_up(op, int(area) if op == "remove_small" else int(kernel))
-        return (*controller.outputs(session, sample_id, alpha), _editor_value(session))
+    def opened_notes(session: AnnotationSession, sample_id: str) -> str:
+        notes = []
+        problem = getattr(session, "label_problem", None)
+        if problem:
+            notes.append(_notice(f"The saved label map cannot be used: {html.escape(problem)}. The image is open; "
+                                 "draw the boxes again and save to replace it (the bad file is kept in history).", "warning"))  # fmt: skip
+        restored = getattr(session, "restored_at", None)
+        if restored:
+            when = time.strftime("%H:%M:%S", time.localtime(restored))
+            moved = session.revision != controller.store.revision(sample_id)
+            extra = " The sample was saved elsewhere since; saving will ask what to do." if moved else ""
+            notes.append(_notice(f"Restored your unsaved edits from {when} ({len(session.history) - 1} steps).{extra}"))
+        if not session.labelled and not problem:
+            notes.append(_notice("This image has no label map yet: pixels no mask covers are unknown (255), not "
+                                 "background, unless you choose otherwise under Options."))  # fmt: skip
+        return "".join(notes)
 
-    @shows_errors
-    def on_brush(editor_value: dict | None, paint_value: str, sample_id: str | None, alpha: float, request: gr.Request):
-        session = _session(request, sample_id or "")
-        stroke = stroke_from_editor(editor_value, session.shape)
+    def on_sample(sample_id: str | None, browser: str | None, alpha: float, brush: bool, request: gr.Request):
+        if not sample_id:
+            return {sample_state: None, status: "Pick a sample, then draw boxes on the image.", notice: ""}
+        who = editor_of(browser, request)
+        try:
+            with controller.lock(who, sample_id):
+                session = controller.session(who, sample_id)
+                return view(session, sample_id, alpha, brush, **{
+                    sample_state: sample_id, notice: opened_notes(session, sample_id), saved: "",
+                    conflict_box: gr.Group(visible=False), overlap: session.overlap, ignore_band: session.ignore_band,
+                    rest: session.rest})  # fmt: skip
+        except StudioError as exc:
+            return {sample_state: None, **failed(exc), status: f"**{html.escape(sample_id)}** could not be opened."}
+
+    def on_boxes(sample_id, browser, alpha, brush, value, cls, meth, auto, params, request: gr.Request):
+        if not sample_id or value is None:
+            return {}
+        who = editor_of(browser, request)
+        try:
+            with controller.lock(who, sample_id):
+                session = controller.session(who, sample_id)
+                boxes, problems = controller.boxes_from_annotator(value, cls, session)
+                if boxes == [e.box for e in session.entries] and not problems:
+                    return {}  # our own update echoing back
+                session.set_boxes(boxes, refine=auto, settings=controller.settings(meth, params))
+                controller.persist(who, sample_id, session)
+                extra = {notice: _notice(html.escape("; ".join(problems)), "warning")} if problems else {}
+                return view(session, sample_id, alpha, brush, **extra)
+        except StudioError as exc:
+            return failed(exc)
+
+    def on_refine_all(session, meth, params):
+        session.refine(settings=controller.settings(meth, params))
+
+    def on_refine_one(session, number, meth, params):
+        if number is None:
+            raise InvalidInput("pick a box in the Box list first")
+        session.refine([int(number)], settings=controller.settings(meth, params))
+
+    def on_set_class(session, number, name):
+        if number is None or not name:
+            raise InvalidInput("pick a box in the Box list and a class first")
+        session.set_class(int(number), controller.classes.index_of(name))
+
+    def on_touch(operation):
+        def action(session, kernel, area):
+            session.touch_up(operation, int(area) if operation == "remove_small" else int(kernel))
+
+        return action
+
+    def on_brush(session, editor_image, paint_value):
+        stroke = stroke_from_editor(editor_image, session.shape)
         if not stroke.any():
             raise InvalidInput("no brush strokes to apply: paint on the brush image first")
         session.brush(stroke, brush_index(controller.classes, paint_value))
-        return (*controller.outputs(session, sample_id, alpha), _editor_value(session))
+        return {editor: editor_value(session)}
 
-    @shows_errors
-    def on_options(rule: str, band: float, sample_id: str | None, alpha: float, request: gr.Request):
+    def on_options(session, rule, band, rest_choice):
+        session.set_options(overlap=rule, ignore_band=int(band), rest=rest_choice)
+
+    def on_save(sample_id, browser, alpha, brush, request: gr.Request, choice: str = "refuse"):
         if not sample_id:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        session = _session(request, sample_id)
-        session.set_options(overlap=rule, ignore_band=int(band))
-        return (*controller.outputs(session, sample_id, alpha), _editor_value(session))
+            return {notice: _notice("Pick a sample first.", "warning")}
+        who = editor_of(browser, request)
+        try:
+            with controller.lock(who, sample_id):
+                session = controller.session(who, sample_id)
+                try:
+                    result = controller.save(session, sample_id, choice)
+                except SaveConflict as exc:
+                    return {conflict_box: gr.Group(visible=True), conflict_text: f"**Not saved.** {html.escape(str(exc))}",
+                            saved: "Not saved: the sample changed since you opened it (see the choices above)."}  # fmt: skip
+                controller.forget(who, sample_id)
+                if result.sample_id != sample_id:  # saved as a copy: continue on the copy
+                    controller.sessions.put(who, result.sample_id, session)
+                    message = f"Saved your version as a new sample **{html.escape(result.sample_id)}**; {html.escape(sample_id)} is theirs, untouched."
+                    return view(session, result.sample_id, alpha, brush, **{
+                        saved: message, conflict_box: gr.Group(visible=False), notice: _notice(message),
+                        sample: gr.Dropdown(choices=controller.store.ids, value=result.sample_id),
+                        sample_state: result.sample_id})  # fmt: skip
+                controller.sessions.put(who, sample_id, session)
+                message = _save_message(result)
+                gr.Info("Saved" if result.changed else "Nothing to save")
+                return view(session, sample_id, alpha, brush, **{saved: message, conflict_box: gr.Group(visible=False)})
+        except StudioError as exc:
+            return {**failed(exc), saved: f"Not saved: {html.escape(str(exc))}"}
 
-    @shows_errors
-    def on_opacity(sample_id: str | None, alpha: float, request: gr.Request):
+    def on_reload(sample_id, browser, alpha, brush, request: gr.Request):
+        if not sample_id:
+            return {}
+        who = editor_of(browser, request)
+        with controller.lock(who, sample_id):
+            controller.forget(who, sample_id)
+        updates = on_sample(sample_id, browser, alpha, brush, request)
+        updates[notice] = _notice("Reloaded the saved version; your edits were discarded.")
+        updates[conflict_box] = gr.Group(visible=False)
+        return updates
+
+    def on_live(sample_id, browser, alpha, brush, request: gr.Request):
+        """The dataset changed somewhere: refresh the sample list and check the open sample."""
+        updates = {sample: gr.Dropdown(choices=controller.store.ids)}
+        if not sample_id or sample_id not in controller.store.ids:
+            return updates
+        who = editor_of(browser, request)
+        session = controller.sessions.peek(who, sample_id)
+        if session is None or session.revision == controller.store.revision(sample_id):
+            return updates
+        if not session.dirty:
+            reloaded = on_reload(sample_id, browser, alpha, brush, request)
+            reloaded[notice] = _notice("This sample was saved elsewhere; you now see that version.")
+            return {**updates, **reloaded}
+        updates[notice] = _notice("This sample was saved elsewhere since you opened it. Your edits are kept; saving "
+                                  "will ask whether to reload theirs, overwrite, or save yours as a copy.", "warning")  # fmt: skip
+        return updates
+
+    def on_opacity(sample_id, browser, alpha, request: gr.Request):
         if not sample_id:
             return gr.skip()
-        return controller.annotator_value(_session(request, sample_id), alpha)
+        who = editor_of(browser, request)
+        try:
+            return controller.annotator_value(controller.session(who, sample_id), alpha)
+        except StudioError:
+            return gr.skip()
 
-    @shows_errors
-    def on_save(sample_id: str | None, alpha: float, request: gr.Request):
-        session = _session(request, sample_id or "")
-        sample = ctx.dataset.get(sample_id)
-        kept_map, kept_boxes = session.save(ctx.dataset, sample)
-        kept = [str(p) for p in (kept_map, kept_boxes) if p is not None]
-        note = (
-            f"; previous versions kept in `{kept[0].rsplit('/.segstudio/', 1)[0]}/.segstudio/history/`" if kept else ""
-        )
-        message = f"Saved `{sample.label_path}` and the boxes{note}."
-        gr.Info("Saved")
-        return message, *controller.outputs(session, sample_id, alpha), _editor_value(session)
-
-    @shows_errors
-    def on_compare(sample_id: str | None, methods: list[str], params: dict, request: gr.Request,
-                   progress=gr.Progress()):  # fmt: skip
-        session = _session(request, sample_id or "")
+    def on_compare(sample_id, browser, methods, params, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+        session = controller.session(editor_of(browser, request), sample_id or "")
         progress(None, desc="running " + ", ".join(methods))
         return controller.compare(session, methods, params)
 
-    def on_unload(request: gr.Request):
-        controller.store.drop(getattr(request, "session_hash", None))
+    def on_discard(sample_id, browser, alpha, brush, request: gr.Request):
+        updates = on_reload(sample_id, browser, alpha, brush, request)
+        updates[notice] = _notice("Discarded your unsaved edits; this is the saved version.")
+        return updates
 
+    def on_brush_open(sample_id, browser, request: gr.Request):
+        if not sample_id:
+            return True, gr.skip()
+        try:
+            return True, editor_value(controller.session(editor_of(browser, request), sample_id))
+        except StudioError:
+            return True, gr.skip()
+
+    def on_box_pick(number, sample_id, browser, request: gr.Request):
+        if number is None or not sample_id:
+            return gr.skip()
+        session = controller.sessions.peek(editor_of(browser, request), sample_id)
+        for entry in session.entries if session is not None else ():
+            if entry.number == int(number):
+                return controller.classes.names[entry.box.label]
+        return gr.skip()
+
+    def on_load(browser, last):
+        known = last if last in controller.store.ids else None
+        return browser or uuid.uuid4().hex, gr.Dropdown(choices=controller.store.ids, value=known)
+
+    def on_reopen(sample_id, browser, alpha, brush, request: gr.Request):
+        return on_sample(sample_id, browser, alpha, brush, request) if sample_id else {}
+
+    def on_unload(request: gr.Request):
+        # API clients and closed tabs: free the Gradio session's sessions (drafts stay on disk)
+        controller.sessions.drop(getattr(request, "session_hash", None))
+        _release_memory()
+
+    base = [sample_state, editor_id, opacity, brush_open]
     refine_kwargs = {"concurrency_id": "refine", "concurrency_limit": 2}
-    sample.change(on_sample, inputs=[sample, opacity], outputs=[sample_state, *view_outputs, editor])
-    new_class.change(lambda c: image_annotator(label_list=[c] + [n for n in object_classes if n != c]),
-                     inputs=new_class, outputs=annotator)  # fmt: skip
+    demo.load(on_load, inputs=[editor_id, last_sample], outputs=[editor_id, sample], api_visibility="private").then(
+        on_reopen, inputs=[sample, editor_id, opacity, brush_open], outputs=outputs, api_visibility="private"
+    )  # a refresh comes back to the sample it showed, with its unsaved edits
+    sample.input(on_sample, inputs=[sample, editor_id, opacity, brush_open], outputs=outputs, api_name="annotate_open",
+                 concurrency_limit=4)  # fmt: skip
+    sample_state.change(lambda sid: sid, inputs=sample_state, outputs=last_sample, api_visibility="private")
+    new_class.change(lambda c: BoxAnnotator(label_list=[c] + [n for n in object_classes if n != c]),
+                     inputs=new_class, outputs=annotator, api_visibility="private")  # fmt: skip
     for name, control in controls.items():
-        control.change(_param_setter(name), inputs=[params_state, control], outputs=params_state)
-    annotator.change(on_boxes, inputs=[annotator, sample_state, new_class, method, auto_refine, opacity, params_state],
-                     outputs=state_outputs, trigger_mode="always_last", **refine_kwargs)  # fmt: skip
-    refine_all.click(on_refine_all, inputs=[sample_state, method, opacity, params_state], outputs=state_outputs,
+        control.change(_param_setter(name), inputs=[params_state, control], outputs=params_state,
+                       api_visibility="private")  # fmt: skip
+    annotator.change(on_boxes, inputs=[*base, annotator, new_class, method, auto_refine, params_state], outputs=outputs,
+                     trigger_mode="always_last", api_name="annotate_boxes", show_progress="minimal", **refine_kwargs)  # fmt: skip
+    refine_all.click(_wrapped(editing(on_refine_all)), inputs=[*base, method, params_state], outputs=outputs, **refine_kwargs)
+    refine_one.click(_wrapped(editing(on_refine_one)), inputs=[*base, box_pick, method, params_state], outputs=outputs,
                      **refine_kwargs)  # fmt: skip
-    refine_one.click(on_refine_one, inputs=[sample_state, box_pick, method, opacity, params_state], outputs=state_outputs,
-                     **refine_kwargs)  # fmt: skip
-    undo.click(_step(lambda s: s.undo()), inputs=[sample_state, opacity], outputs=state_outputs)
-    redo.click(_step(lambda s: s.redo()), inputs=[sample_state, opacity], outputs=state_outputs)
-    clear_edits.click(_step(lambda s: s.clear_edits()), inputs=[sample_state, opacity], outputs=state_outputs)
+    set_class.click(_wrapped(editing(on_set_class)), inputs=[*base, box_pick, box_class], outputs=outputs)
+    box_pick.input(on_box_pick, inputs=[box_pick, sample_state, editor_id], outputs=box_class, api_visibility="private")
+    undo.click(_wrapped(editing(lambda s: s.undo())), inputs=base, outputs=outputs)
+    redo.click(_wrapped(editing(lambda s: s.redo())), inputs=base, outputs=outputs)
+    clear_edits.click(_wrapped(editing(lambda s: s.clear_edits())), inputs=base, outputs=outputs)
     for label, op in TOUCH_UPS.items():
-        touch_buttons[label].click(_touch_handler(on_touch, op), inputs=[sample_state, size, min_area, opacity],
-                                   outputs=state_outputs)  # fmt: skip
-    apply_brush.click(on_brush, inputs=[editor, brush_value, sample_state, opacity], outputs=state_outputs)
-    overlap.change(on_options, inputs=[overlap, ignore_band, sample_state, opacity], outputs=state_outputs)
-    ignore_band.release(on_options, inputs=[overlap, ignore_band, sample_state, opacity], outputs=state_outputs)
-    opacity.release(on_opacity, inputs=[sample_state, opacity], outputs=annotator)
-    save.click(on_save, inputs=[sample_state, opacity], outputs=[saved, *state_outputs])
-    compare_button.click(on_compare, inputs=[sample_state, compare_methods_box, params_state],
-                         outputs=[compare_gallery, compare_table],
-                         **refine_kwargs)  # fmt: skip
+        touch_buttons[label].click(_wrapped(editing(on_touch(op))), inputs=[*base, size, min_area], outputs=outputs)
+    apply_brush.click(_wrapped(editing(on_brush)), inputs=[*base, editor, brush_value], outputs=outputs)
+    option_inputs = [*base, overlap, ignore_band, rest]
+    overlap.input(_wrapped(editing(on_options)), inputs=option_inputs, outputs=outputs)
+    ignore_band.release(_wrapped(editing(on_options)), inputs=option_inputs, outputs=outputs)
+    rest.input(_wrapped(editing(on_options)), inputs=option_inputs, outputs=outputs)
+    opacity.release(on_opacity, inputs=[sample_state, editor_id, opacity], outputs=annotator, api_visibility="private")
+    save.click(on_save, inputs=base, outputs=outputs, api_name="annotate_save")
+    reload_theirs.click(on_reload, inputs=base, outputs=outputs)
+    overwrite.click(_resolving(on_save, "overwrite"), inputs=base, outputs=outputs)
+    save_copy.click(_resolving(on_save, "copy"), inputs=base, outputs=outputs)
+    discard_draft.click(on_discard, inputs=base, outputs=outputs)
+    dismiss.click(lambda: "", outputs=notice, api_visibility="private")
+    brush_box.expand(on_brush_open, inputs=[sample_state, editor_id], outputs=[brush_open, editor], api_visibility="private")
+    brush_box.collapse(lambda: False, outputs=brush_open, api_visibility="private")
+    live.change(on_live, inputs=base, outputs=outputs, show_progress="hidden", api_visibility="private")
+    compare_button.click(shows_errors(on_compare), inputs=[sample_state, editor_id, compare_methods_box, params_state],
+                         outputs=[compare_gallery, compare_table], **refine_kwargs)  # fmt: skip
     demo.unload(on_unload)
     return controller
+
+
+def _wrapped(handler):
+    """Give a handler ``(sample_id, editor, alpha, brush, *args)`` the request Gradio injects by annotation."""
+
+    def event(sample_id, browser, alpha, brush, *args, request: gr.Request):
+        return handler(sample_id, browser, alpha, brush, request, *args)
+
+    return event
+
+
+def _resolving(on_save, choice: str):
+    """The save handler resolving a conflict with ``overwrite`` or ``copy``."""
+
+    def event(sample_id, browser, alpha, brush, request: gr.Request):
+        return on_save(sample_id, browser, alpha, brush, request, choice)
+
+    return event
+
+
+def _save_message(result) -> str:
+    if not result.changed:
+        return "Nothing to save: the files on disk already hold this state (nothing was written)."
+    written = ", ".join(f"`{p.name}`" for p in result.written)
+    kept = "; previous versions kept in `.segstudio/history/`" if result.kept else ""
+    prefix = "Overwrote their version (kept in history) with yours: " if result.resolution == "overwrote" else "Saved "
+    return f"{prefix}{written}{kept}."
 
 
 def _param_setter(name: str):
@@ -428,15 +721,6 @@ def settings_from_controls(method: str, params: dict) -> RefineSettings:
         method, grabcut=GrabCutParams(**grabcut), crf=DenseCRFParams(**crf),
         opencv_iterations=int(params.get("opencv_iterations", 5)),
     )  # fmt: skip
-
-
-def _touch_handler(on_touch, operation: str):
-    """An event handler bound to one touch-up (annotated, so Gradio injects the request)."""
-
-    def handler(sample_id: str | None, kernel: float, area: float, alpha: float, request: gr.Request):
-        return on_touch(operation, sample_id, kernel, area, alpha, request)
-
-    return handler
 
 
 def brush_index(classes: ClassSet, choice: str) -> int:

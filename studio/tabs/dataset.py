@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 from collections import Counter, OrderedDict
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import gradio as gr
@@ -13,16 +12,13 @@ import numpy as np
 from PIL import Image
 
 from core.errors import StudioError
-from core.io.dataset import load_sample_label_map
-from core.io.images import load_image
-from core.io.index import label_classes
-from core.io.thumbs import ensure_thumbnail
-from core.types import ClassSet, Sample
+from core.store import Sample
+from core.types import ClassSet
 from core.viz import class_shares, draw_boxes, overlay
 from studio.errors import shows_errors
 
 if TYPE_CHECKING:
-    from studio.app import StudioContext
+    from studio.context import StudioContext
 
 PAGE_SIZE = 48
 DISPLAY_MAX_SIDE = 2048
@@ -30,7 +26,7 @@ _CACHE_SIZE = 6
 
 
 class _ArrayCache:
-    """A tiny LRU of decoded arrays keyed by file path and modification time."""
+    """A tiny LRU of decoded arrays keyed by sample id and revision."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
@@ -47,22 +43,20 @@ class _ArrayCache:
         return value
 
 
-_images = _ArrayCache(_CACHE_SIZE)
-_labels = _ArrayCache(_CACHE_SIZE)
+_arrays = _ArrayCache(_CACHE_SIZE)
 
 
-def _stamp(path: Path | None) -> tuple:
-    return (str(path), path.stat().st_mtime_ns) if path is not None and path.exists() else (str(path), 0)
+def sample_arrays(ctx: StudioContext, sample: Sample) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """The sample's image (``H x W x 3 uint8``), label map (``H x W uint8`` or ``None``) and, when its label
+    map exists but cannot be used, why; cached by revision."""
+    store = ctx.store
+    key = (str(store.root), sample.id, store.revision(sample.id))
 
+    def load():
+        data = store.read(sample.id)
+        return data.image, data.label_map, data.label_problem
 
-def sample_arrays(ctx: StudioContext, sample: Sample) -> tuple[np.ndarray, np.ndarray | None]:
-    """The sample's image (``H x W x 3 uint8``) and label map (``H x W uint8`` or ``None``), cached."""
-    image = _images.get(_stamp(sample.image_path), lambda: load_image(sample.image_path))
-    label = _labels.get(
-        _stamp(sample.label_path) + (image.shape[:2],),
-        lambda: load_sample_label_map(ctx.dataset, sample, image.shape[:2]),
-    )
-    return image, label
+    return _arrays.get(key, load)  # type: ignore[return-value]
 
 
 # ---- gallery -----------------------------------------------------------------------------
@@ -71,7 +65,7 @@ def sample_arrays(ctx: StudioContext, sample: Sample) -> tuple[np.ndarray, np.nd
 def class_filter_choices(ctx: StudioContext) -> list[tuple[str, str]]:
     """Dropdown choices ``("person (3)", "person")`` for classes present in the dataset, by count."""
     counts: dict[int, int] = {}
-    by_labels = label_classes(ctx.dataset)
+    by_labels = ctx.store.label_classes()
     for sample in ctx.dataset.samples:
         for index in sample.box_classes() | by_labels.get(sample.id, set()):
             counts[index] = counts.get(index, 0) + 1
@@ -102,7 +96,7 @@ def gallery_page(ctx: StudioContext, class_names: list[str] | None, page: int) -
     """
     classes = ctx.dataset.classes
     wanted = [classes.index_of(name) for name in class_names or []]
-    by_labels = label_classes(ctx.dataset)
+    by_labels = ctx.store.label_classes()
     matches = ctx.dataset.filter_by_classes(wanted, by_labels)
     pages = max(1, -(-len(matches) // PAGE_SIZE))
     page = min(max(int(page or 0), 0), pages - 1)
@@ -111,7 +105,7 @@ def gallery_page(ctx: StudioContext, class_names: list[str] | None, page: int) -
     for sample in shown:
         caption = _caption(sample, sample.box_classes() | by_labels.get(sample.id, set()), classes)
         try:
-            items.append((str(ensure_thumbnail(ctx.dataset, sample)), caption))
+            items.append((str(ctx.store.thumbnail(sample.id)), caption))
         except StudioError:
             items.append((_placeholder(f"{sample.id}: unreadable image"), caption))
     filt = f" containing {', '.join(class_names)}" if class_names else ""
@@ -171,13 +165,15 @@ def render_sample(ctx: StudioContext, sample_id: str, opacity: float, show_boxes
     """
     sample = ctx.dataset.get(sample_id)
     classes = ctx.dataset.classes
-    image, label = sample_arrays(ctx, sample)
+    image, label, label_problem = sample_arrays(ctx, sample)
     view = overlay(image, label, classes, float(opacity))
     if show_boxes and sample.boxes:
         view = draw_boxes(view, sample.boxes, classes)
     height, width = image.shape[:2]
     split = f" · split {', '.join(sample.split)}" if sample.split else ""
-    label_note = "label map" if label is not None else "no label map yet"
+    label_note = "label map" if label is not None else "no label map yet (unlabelled, not background)"
+    if label_problem:
+        label_note = f"**label map not usable**: {html.escape(label_problem)} (the image opens; redraw the map in Annotate)"
     details = (
         f"**{sample.id}** · {width}×{height} · {len(sample.boxes)} box{'es' if len(sample.boxes) != 1 else ''} · "
         f"{label_note}{split}  \n`{sample.image_path.name}`"
@@ -186,19 +182,25 @@ def render_sample(ctx: StudioContext, sample_id: str, opacity: float, show_boxes
 
 
 def problems_markdown(ctx: StudioContext) -> str:
-    problems = ctx.dataset.problems
+    """The file problems found so far (while listing, and by any operation since), as Markdown."""
+    problems = ctx.store.problems
     if not problems:
         return ""
-    shown = "\n".join(f"- {html.escape(p)}" for p in problems[:50])
+    shown = "\n".join(f"- {html.escape(str(p))}" for p in problems[:50])
     more = f"\n- … and {len(problems) - 50} more" if len(problems) > 50 else ""
-    return f"{len(problems)} entries could not be read and were skipped (nothing was changed on disk):\n{shown}{more}"
+    return f"{len(problems)} files could not be used and were skipped (nothing was changed on disk):\n{shown}{more}"
 
 
 # ---- layout and events -------------------------------------------------------------------
 
 
-def build(ctx: StudioContext, demo: gr.Blocks) -> None:
-    """Lay out the Dataset tab inside the current Blocks context and wire its events."""
+def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> None:
+    """Lay out the Dataset tab inside the current Blocks context and wire its events.
+
+    Args:
+        live: the page's dataset version; when it changes (a save anywhere, a file changed on disk) the
+            gallery, the class filter and the problems list are refreshed.
+    """
     page = gr.State(0)
     page_ids = gr.State([])
     selected = gr.State(None)
@@ -216,8 +218,8 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> None:
                 label="Samples", columns=3, height=560, allow_preview=False, object_fit="cover",
                 elem_id="sample-gallery", interactive=False, buttons=[],
             )  # fmt: skip
-            with gr.Accordion("File problems", open=False, visible=bool(ctx.dataset.problems)):
-                gr.Markdown(problems_markdown(ctx))
+            with gr.Accordion("File problems", open=False, visible=False, elem_id="file-problems") as problems_box:
+                problems_text = gr.Markdown(elem_id="file-problems-text")
         with gr.Column(scale=3, min_width=420):
             details = gr.Markdown("Pick a sample on the left.", elem_id="sample-details")
             view = gr.Image(label="Image · label map · boxes", show_label=False, type="numpy", interactive=False, elem_id="sample-view",
@@ -227,22 +229,36 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> None:
                 show_boxes = gr.Checkbox(value=True, label="Show boxes", elem_id="show-boxes")
             legend = gr.HTML(elem_id="legend")
 
+    def problems_updates():
+        text = problems_markdown(ctx)
+        return gr.Accordion(visible=bool(text), label=f"File problems ({len(ctx.store.problems)})"), text
+
     @shows_errors
     def show_page(class_names: list[str], wanted_page: int):
         items, ids, info, actual = gallery_page(ctx, class_names, wanted_page)
-        return items, ids, info, actual
+        return items, ids, info, actual, *problems_updates()
 
     @shows_errors
     def on_load():
         items, ids, info, actual = gallery_page(ctx, [], 0)
-        return gr.Dropdown(choices=class_filter_choices(ctx), value=[]), items, ids, info, actual
+        return gr.Dropdown(choices=class_filter_choices(ctx), value=[]), items, ids, info, actual, *problems_updates()
+
+    @shows_errors
+    def on_dataset_changed(class_names: list[str], wanted_page: int, sample_id: str | None, alpha: float, boxes: bool):
+        names = [n for n in class_names or [] if n in ctx.classes.names]
+        items, ids, info, actual = gallery_page(ctx, names, wanted_page)
+        view_updates = (gr.skip(), gr.skip(), gr.skip())
+        if sample_id is not None and sample_id in ctx.store.ids:
+            view_updates = render_sample(ctx, sample_id, alpha, boxes)
+        choices = gr.Dropdown(choices=class_filter_choices(ctx), value=names)
+        return choices, items, ids, info, actual, *problems_updates(), *view_updates
 
     @shows_errors
     def on_select(evt: gr.SelectData, ids: list[str], alpha: float, boxes: bool):
         if evt.index is None or not (0 <= int(evt.index) < len(ids)):
             raise gr.Error("That thumbnail is no longer on this page; pick another.")
         sample_id = ids[int(evt.index)]
-        return (sample_id, *render_sample(ctx, sample_id, alpha, boxes))
+        return (sample_id, *render_sample(ctx, sample_id, alpha, boxes), *problems_updates())
 
     @shows_errors
     def on_view_change(sample_id: str | None, alpha: float, boxes: bool):
@@ -250,12 +266,16 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> None:
             return gr.skip(), gr.skip(), gr.skip()
         return render_sample(ctx, sample_id, alpha, boxes)
 
-    page_outputs = [gallery, page_ids, page_info, page]
+    problem_outputs = [problems_box, problems_text]
+    page_outputs = [gallery, page_ids, page_info, page, *problem_outputs]
     demo.load(on_load, outputs=[class_filter, *page_outputs])
-    class_filter.change(lambda names: show_page(names, 0), inputs=class_filter, outputs=page_outputs)
+    live.change(on_dataset_changed, inputs=[class_filter, page, selected, opacity, show_boxes],
+                outputs=[class_filter, *page_outputs, view, details, legend], show_progress="hidden")  # fmt: skip
+    class_filter.input(lambda names: show_page(names, 0), inputs=class_filter, outputs=page_outputs)
     prev_button.click(lambda names, p: show_page(names, p - 1), inputs=[class_filter, page], outputs=page_outputs)
     next_button.click(lambda names, p: show_page(names, p + 1), inputs=[class_filter, page], outputs=page_outputs)
-    gallery.select(on_select, inputs=[page_ids, opacity, show_boxes], outputs=[selected, view, details, legend])
+    gallery.select(on_select, inputs=[page_ids, opacity, show_boxes],
+                   outputs=[selected, view, details, legend, *problem_outputs])  # fmt: skip
     opacity.change(on_view_change, inputs=[selected, opacity, show_boxes], outputs=[view, details, legend],
                    trigger_mode="always_last", show_progress="hidden")  # fmt: skip
     show_boxes.change(on_view_change, inputs=[selected, opacity, show_boxes], outputs=[view, details, legend])

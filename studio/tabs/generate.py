@@ -14,9 +14,8 @@ from core.errors import InvalidInput
 from core.generate.composite import BLENDINGS, CompositeParams, CompositeRequest, composite_sample
 from core.generate.diffusion import DEFAULT_NEGATIVE, DiffusionSettings
 from core.generate.runner import condition_and_prompt, generate_sample
-from core.io.dataset import load_sample_image, load_sample_label_map
 from core.labels.overlay import Placement
-from core.labels.recombine import RecombinedSample, RegionLibrary, keep_samples
+from core.labels.recombine import RecombinedSample, RegionLibrary, keep_once
 from core.priors.pipeline import priors_dir
 from core.progress import CancelToken
 from core.viz import overlay
@@ -24,7 +23,7 @@ from studio.errors import shows_errors
 from studio.session_store import SessionStore
 
 if TYPE_CHECKING:
-    from studio.app import StudioContext
+    from studio.context import StudioContext
 
 BACKENDS = ("composite", "controlnet", "t2i-adapter")
 
@@ -34,7 +33,7 @@ class GenerateController:
 
     def __init__(self, ctx: StudioContext):
         self.ctx = ctx
-        self.store = SessionStore(per_session=4)
+        self.per_session = SessionStore(per_session=4)
         self._library: RegionLibrary | None = None
 
     @property
@@ -50,8 +49,9 @@ class GenerateController:
         return priors_dir(self.ctx.config.workspace.output_root).parent
 
     def library(self) -> RegionLibrary:
-        if self._library is None:
-            self._library = RegionLibrary(self.ctx.dataset)
+        """Object regions of the current dataset (rebuilt whenever the dataset changed)."""
+        if self._library is None or self._library.version != self.ctx.store.version:
+            self._library = RegionLibrary(self.ctx.store)
         return self._library
 
     def model_choices(self, backend: str) -> list[tuple[str, str]]:
@@ -77,11 +77,11 @@ class GenerateController:
 
     def source_views(self, sample_id: str) -> tuple[np.ndarray, np.ndarray | None, str, str]:
         """The sample with its label map overlaid, its condition image, prompt and a note on where they come from."""
-        sample = self.ctx.dataset.get(sample_id)
-        image = load_sample_image(sample)
-        label_map = load_sample_label_map(self.ctx.dataset, sample, image.shape[:2])
+        data = self.ctx.store.read(sample_id)
+        image, label_map = data.image, data.label_map
         if label_map is None:
-            raise InvalidInput(f"{sample_id!r} has no label map yet: generators keep a label map and make its image")
+            raise InvalidInput(data.label_problem or f"{sample_id!r} has no label map yet: generators keep a label map "
+                               "and make its image")  # fmt: skip
         condition, prompt, _, origin = condition_and_prompt(
             self.ctx.dataset, sample_id, "canny", self.priors_root, None
         )
@@ -107,7 +107,7 @@ class GenerateController:
         return self._remember(session, results)
 
     def _remember(self, session, results: list[RecombinedSample]) -> list:
-        self.store.put(session, "results", results)
+        self.per_session.put(session, "results", results)
         return [(self.render(r), self.caption(r)) for r in results]
 
     def render(self, sample: RecombinedSample) -> np.ndarray:
@@ -122,17 +122,15 @@ class GenerateController:
         return f"{record['mode']} · {where} · seed {record['seed']} #{record['index']}"
 
     def cancel_token(self, session) -> CancelToken:
-        return self.store.get(session, "cancel", CancelToken)
+        return self.per_session.get(session, "cancel", CancelToken)
 
-    def keep(self, session, indices: list[int] | None) -> list[str]:
-        """Save results (all when ``indices`` is None) as new samples with their settings records."""
-        results = self.store.peek(session, "results")
+    def keep(self, session, indices: list[int] | None) -> tuple[list[str], list[str]]:
+        """Save results (all when ``indices`` is None) as new samples with their settings records; a result
+        kept before is not written again. Returns ``(new ids, ids kept before)``."""
+        results = self.per_session.peek(session, "results")
         if not results:
             raise InvalidInput("generate something first: there is nothing to keep")
-        chosen = results if indices is None else [results[i] for i in indices if 0 <= i < len(results)]
-        if not chosen:
-            raise InvalidInput("select a result in the gallery first")
-        return keep_samples(self.kept_dir, self.classes, chosen)
+        return keep_once(self.kept_dir, self.classes, results, indices)
 
 
 def _diffusion_settings(
@@ -147,21 +145,30 @@ def _diffusion_settings(
 
 
 def _composite_request(classes, names, lo, hi, blending, size, distractors, truncation, overlap, smin, smax, rotate,
-                       seed, count, background: str | None = None) -> CompositeRequest:  # fmt: skip
+                       seed, count, background: str | None = None, any_background: bool = False) -> CompositeRequest:  # fmt: skip
     placement = Placement(mode="random", max_translate=0.5, scale=(float(smin), float(smax)), max_rotate=float(rotate))
     params = CompositeParams(placement, (int(lo), int(max(lo, hi))), float(truncation), float(overlap), blending,
                              int(size), int(distractors))  # fmt: skip
     for name in names or []:
         classes.index_of(name)
-    return CompositeRequest(
-        tuple(names or ()), int(count), int(seed or 0), params, (background,) if background else None
-    )
+    return CompositeRequest(tuple(names or ()), int(count), int(seed or 0), params,
+                            (background,) if background else None,
+                            background_pool="all" if any_background else "labelled")  # fmt: skip
 
 
-def build(ctx: StudioContext, demo: gr.Blocks) -> GenerateController:
-    """Lay out the Generate tab and wire its events."""
+def _kept_message(new: list[str], before: list[str], folder) -> str:
+    parts = []
+    if new:
+        parts.append(f"Kept {', '.join(new)} in `{folder}` (manifest.jsonl holds each one's settings).")
+    if before:
+        parts.append(f"Already kept before, not written again: {', '.join(before)}.")
+    return " ".join(parts)
+
+
+def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> GenerateController:
+    """Lay out the Generate tab and wire its events (``live`` changes when the dataset does)."""
     controller = GenerateController(ctx)
-    labelled = [s.id for s in ctx.dataset.samples if s.has_label_map]
+    labelled = ctx.store.labelled_ids()
     with gr.Row():
         sample = gr.Dropdown(choices=labelled, value=labelled[0] if labelled else None, label="Sample (its label map is kept)",
                              elem_id="gen-sample", scale=2)  # fmt: skip
@@ -210,6 +217,11 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> GenerateController:
                 with gr.Row():
                     truncation = gr.Slider(0, 1, value=0.3, step=0.05, label="Max truncation")
                     overlap = gr.Slider(0, 1, value=0.3, step=0.05, label="Max overlap")
+                any_background = gr.Checkbox(
+                    value=False, elem_id="gen-any-background",
+                    label="Composite onto images without a label map too (their pixels outside pasted objects become "
+                          "255, ignore, never background)",
+                )  # fmt: skip
                 with gr.Row():
                     min_scale = gr.Slider(0.1, 3, value=0.5, step=0.05, label="Scale from")
                     max_scale = gr.Slider(0.1, 3, value=1.2, step=0.05, label="to")
@@ -240,18 +252,37 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> GenerateController:
     def on_sample(sample_id: str | None):
         if not sample_id:
             return None, None, "", "Annotate a sample first: generators need a label map."
+        if sample_id not in ctx.store.labelled_ids():
+            image = ctx.store.image(sample_id)
+            return image, None, "", ("No label map: compositing pastes objects onto it and labels every other pixel "
+                                     "255 (ignore); the diffusion backends need a label map.")  # fmt: skip
         view, condition, prompt_text, note = controller.source_views(sample_id)
         return view, condition, prompt_text, note
 
+    def sample_choices(any_bg: bool) -> list[str]:
+        return ctx.store.ids if any_bg else ctx.store.labelled_ids()
+
+    @shows_errors
+    def on_any_background(any_bg: bool, sample_id: str | None):
+        choices = sample_choices(any_bg)
+        value = sample_id if sample_id in choices else (choices[0] if choices else None)
+        return gr.Dropdown(choices=choices, value=value)
+
+    @shows_errors
+    def on_live(any_bg: bool, sample_id: str | None):
+        choices = sample_choices(any_bg)
+        value = sample_id if sample_id in choices else (choices[0] if choices else None)
+        return gr.Dropdown(choices=choices, value=value), *on_sample(value)
+
     @shows_errors
     def on_run(sample_id, kind, model_id, seed_value, n, text, neg, st, gd, sc, w, h, b, sl, tl, of, names, lo, hi, bl,
-               bs, dist, trunc, ovl, smin, smax, rot, request: gr.Request, progress=gr.Progress()):  # fmt: skip
+               bs, dist, trunc, ovl, smin, smax, rot, any_bg, request: gr.Request, progress=gr.Progress()):  # fmt: skip
         session = getattr(request, "session_hash", None)
         report = lambda f, m="": progress(f, desc=m)  # noqa: E731
         if kind == "composite":
             # the chosen sample is the background
             req = _composite_request(ctx.dataset.classes, names, lo, hi, bl, bs, dist, trunc, ovl, smin, smax, rot,
-                                     seed_value, n, sample_id)  # fmt: skip
+                                     seed_value, n, sample_id, any_bg)  # fmt: skip
             return controller.run_composite(session, req, report), None, ""
         if not sample_id:
             raise InvalidInput("pick a sample with a label map first")
@@ -264,20 +295,22 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> GenerateController:
 
     @shows_errors
     def on_keep(index, request: gr.Request):
-        ids = controller.keep(getattr(request, "session_hash", None), [index] if index is not None else [])
-        return f"Kept {', '.join(ids)} in `{controller.kept_dir}` (manifest.jsonl holds each one's settings)."
+        if index is None:
+            raise InvalidInput("select a result in the gallery first")
+        new, before = controller.keep(getattr(request, "session_hash", None), [index])
+        return _kept_message(new, before, controller.kept_dir)
 
     @shows_errors
     def on_keep_all(request: gr.Request):
-        ids = controller.keep(getattr(request, "session_hash", None), None)
-        return f"Kept {', '.join(ids)} in `{controller.kept_dir}` (manifest.jsonl holds each one's settings)."
+        new, before = controller.keep(getattr(request, "session_hash", None), None)
+        return _kept_message(new, before, controller.kept_dir)
 
     def on_select(evt: gr.SelectData):
         return evt.index
 
     run_inputs = [sample, backend, model, seed, count, prompt, negative, steps, guidance, scale, width, height, batch,
                   slicing, tiling, offload, composite_classes, min_objects, max_objects, blending, blend_size, distractors,
-                  truncation, overlap, min_scale, max_scale, rotate]  # fmt: skip
+                  truncation, overlap, min_scale, max_scale, rotate, any_background]  # fmt: skip
     backend.change(on_backend, inputs=backend, outputs=[model, model_note])
     model.change(on_model, inputs=[backend, model], outputs=model_note)
     sample.change(on_sample, inputs=sample, outputs=[source_view, condition_view, prompt, source_note])
@@ -288,4 +321,7 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> GenerateController:
     results.select(on_select, outputs=selected)
     keep_one.click(on_keep, inputs=selected, outputs=kept_note)
     keep_all.click(on_keep_all, outputs=kept_note)
+    any_background.input(on_any_background, inputs=[any_background, sample], outputs=sample)
+    live.change(on_live, inputs=[any_background, sample], outputs=[sample, source_view, condition_view, prompt, source_note],
+                show_progress="hidden", api_visibility="private")  # fmt: skip
     return controller

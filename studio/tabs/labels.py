@@ -3,6 +3,7 @@ samples with provenance, class statistics before and after, and a class-balance 
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from core.errors import InvalidInput
-from core.io.dataset import open_dataset
 from core.io.images import load_image, load_label_map
 from core.labels.balance import plan_balance
 from core.labels.overlay import Placement
@@ -20,22 +20,23 @@ from core.labels.recombine import (
     RecombinedSample,
     RecombineRequest,
     RegionLibrary,
-    keep_samples,
+    keep_once,
     kept_count,
     read_manifest,
     recombine_one,
 )
 from core.labels.stats import ClassStats, dataset_stats
+from core.store import DatasetStore, SkipReport
 from core.viz import overlay
 from studio.errors import shows_errors
 from studio.session_store import SessionStore
 
 if TYPE_CHECKING:
-    from studio.app import StudioContext
+    from studio.context import StudioContext
 
 GALLERY_LIMIT = 60
 AUTO_STATS_LIMIT = 2000  # label maps; more than this and the statistics wait for the button
-BANDS_EXAMPLE = "sky:0.4, building:0.3, road:0.3"
+BANDS_EXAMPLE = "sky:0.4, building:0.3, road:0.3"  # the form; the default is made from the dataset's own classes
 
 
 class LabelMapsController:
@@ -56,9 +57,21 @@ class LabelMapsController:
         return self.ctx.config.workspace.output_root / "recombined"
 
     def library(self, min_area: int = 64) -> RegionLibrary:
-        if self._library is None or self._library.min_area != min_area:
-            self._library = RegionLibrary(self.ctx.dataset, min_area)
+        """Regions of the current dataset (rebuilt whenever the dataset changed)."""
+        stale = self._library is None or self._library.version != self.ctx.store.version
+        if stale or self._library.min_area != min_area:
+            self._library = RegionLibrary(self.ctx.store, min_area)
         return self._library
+
+    def default_bands(self) -> str:
+        """Bands for reconstruction made from the dataset's most frequent classes (background first)."""
+        counts: dict[int, int] = {}
+        for present in self.library().present.values():
+            for cls in present:
+                counts[cls] = counts.get(cls, 0) + 1
+        ranked = sorted(counts, key=lambda c: (-counts[c], c))[:3] or [0]
+        share = round(1 / len(ranked), 2)
+        return ", ".join(f"{self.classes.names[c]}:{share}" for c in ranked)
 
     def present_classes(self) -> list[str]:
         """Object classes that occur in some label map (the ones that can be pasted)."""
@@ -108,15 +121,13 @@ class LabelMapsController:
         )
         return f"{where} + {pasted} · seed {sample.record['seed']} #{sample.record['index']}"
 
-    def keep(self, session: str | None, indices: list[int] | None) -> list[str]:
-        """Save previewed results (all when ``indices`` is None) as new samples; returns their ids."""
+    def keep(self, session: str | None, indices: list[int] | None) -> tuple[list[str], list[str]]:
+        """Save previewed results (all when ``indices`` is None) as new samples, each at most once; returns
+        ``(ids written now, ids of results kept before)``."""
         samples = self.previews.peek(session, "last")
         if not samples:
             raise InvalidInput("preview something first: there is nothing to keep")
-        chosen = samples if indices is None else [samples[i] for i in indices if 0 <= i < len(samples)]
-        if not chosen:
-            raise InvalidInput("select a preview in the gallery first")
-        return keep_samples(self.kept_dir, self.classes, chosen)
+        return keep_once(self.kept_dir, self.classes, samples, indices)
 
     def kept_gallery(self) -> tuple[list[tuple[str, str]], list[str]]:
         """The kept samples (image files) with their ids."""
@@ -140,16 +151,18 @@ class LabelMapsController:
 
     # ---- statistics and plans -------------------------------------------------------------
 
-    def stats(self, with_kept: bool) -> ClassStats:
-        stats = dataset_stats(self.ctx.dataset)
+    def stats(self, with_kept: bool, skipped: SkipReport | None = None) -> ClassStats:
+        stats = dataset_stats(self.ctx.store, skipped=skipped)
         if with_kept and kept_count(self.kept_dir):
-            stats = stats.merge(dataset_stats(open_dataset(self.kept_dir)))
+            kept = DatasetStore(self.kept_dir, cache_dir=self.ctx.config.workspace.cache_root / "kept-recombined")
+            stats = stats.merge(dataset_stats(kept, skipped=skipped))
         return stats
 
     def distribution(self) -> tuple[pd.DataFrame, pd.DataFrame, str, pd.DataFrame]:
         """Bar-plot frames (appearance frequency, pixel share) before/after the kept results, a summary
         line and a comparison table."""
-        before = self.stats(False).summary()
+        skipped = SkipReport()
+        before = self.stats(False, skipped).summary()
         after = self.stats(True).summary()
         rows_app, rows_pix, table = [], [], []
         for b, a in zip(before["per_class"], after["per_class"], strict=True):
@@ -166,6 +179,8 @@ class LabelMapsController:
             f"imbalance ratio {after['imbalance_ratio_appearance']:.2f}. Pixel shares: imbalance ratio "
             f"{before['imbalance_ratio_pixels']:.2f} → {after['imbalance_ratio_pixels']:.2f}."
         )
+        if len(skipped):
+            line += f" Not counted: {html.escape(skipped.summary())}."
         headers = ["class", "images before", "images after", "pixel share before", "pixel share after"]
         return pd.DataFrame(rows_app), pd.DataFrame(rows_pix), line, pd.DataFrame(table, columns=headers)
 
@@ -218,8 +233,8 @@ def parse_bands(text: str, classes) -> tuple[tuple[str, float], ...]:
     return tuple(bands)
 
 
-def build(ctx: StudioContext, demo: gr.Blocks) -> LabelMapsController:
-    """Lay out the Label maps tab and wire its events."""
+def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> LabelMapsController:
+    """Lay out the Label maps tab and wire its events (``live`` changes when the dataset does)."""
     controller = LabelMapsController(ctx)
     all_classes = list(ctx.dataset.classes.names[1:])
     kept_ids = gr.State([])
@@ -242,7 +257,8 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> LabelMapsController:
                                   label="Target maps (empty: every map lacking the class)", elem_id="labels-targets")  # fmt: skip
             base = gr.Dropdown(choices=["(random map)", "(bands)", *ctx.dataset.ids], value="(random map)",
                                label="Reconstruction base", elem_id="labels-base")  # fmt: skip
-            bands = gr.Textbox(value=BANDS_EXAMPLE, label="Bands (CLASS:SHARE, top to bottom)", elem_id="labels-bands")
+            bands = gr.Textbox(value=controller.default_bands(), label="Bands (CLASS:SHARE, top to bottom)",
+                               elem_id="labels-bands")  # fmt: skip
             with gr.Accordion("Placement", open=False):
                 placement_mode = gr.Radio(["random", "keep"], value="random", label="Position")
                 max_translate = gr.Slider(0, 1, value=0.25, step=0.05, label="Largest shift (share of the map)")
@@ -383,10 +399,16 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> LabelMapsController:
     @shows_errors
     def on_keep(index: int | None, everything: bool, request: gr.Request):
         session = getattr(request, "session_hash", None)
-        ids = controller.keep(session, None if everything else ([index] if index is not None else []))
+        if not everything and index is None:
+            raise InvalidInput("select a preview in the gallery first")
+        ids, before = controller.keep(session, None if everything else [index])
         items, all_ids = controller.kept_gallery()
-        note = f"Kept {', '.join(ids)} in `{controller.kept_dir}` (manifest.jsonl has one line per sample)."
-        return note, items, all_ids
+        notes = []
+        if ids:
+            notes.append(f"Kept {', '.join(ids)} in `{controller.kept_dir}` (manifest.jsonl has one line per sample).")
+        if before:
+            notes.append(f"Already kept before, not written again: {', '.join(before)}.")
+        return " ".join(notes), items, all_ids
 
     @shows_errors
     def on_stats(progress=gr.Progress()):
@@ -413,9 +435,20 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> LabelMapsController:
         return gr.Dropdown(choices=controller.present_classes() or all_classes), items, ids
 
     @shows_errors
+    def on_live(name: str | None, target_ids: list[str], base_choice: str, area: float):
+        present = controller.present_classes() or all_classes
+        ids = ctx.store.ids
+        regions = controller.region_gallery(name, int(area)) if name in present else ([], [])
+        return (gr.Dropdown(choices=present), gr.Dropdown(choices=ids, value=[t for t in target_ids or [] if t in ids]),
+                gr.Dropdown(choices=["(random map)", "(bands)", *ids],
+                            value=base_choice if base_choice in ("(random map)", "(bands)", *ids) else "(random map)"),
+                *regions, *(controller.distribution() if len(ctx.store.labelled_ids()) <= AUTO_STATS_LIMIT
+                            else (gr.skip(),) * 4))  # fmt: skip
+
+    @shows_errors
     def on_load_stats():
         # Small datasets get their charts at once; large ones wait for the button (it streams every map).
-        labelled = sum(1 for s in ctx.dataset.samples if s.has_label_map)
+        labelled = len(ctx.store.labelled_ids())
         if labelled > AUTO_STATS_LIMIT:
             return gr.skip(), gr.skip(), f"{labelled} label maps: press *Compute statistics* to stream them.", gr.skip()
         return controller.distribution()
@@ -449,6 +482,9 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> LabelMapsController:
     kept_gallery.change(on_stats, outputs=[appearance_plot, pixel_plot, stats_line, stats_table])
     plan_button.click(on_plan, inputs=[plan_mode, n_balance, share, seed], outputs=[plan_plot, plan_summary])
     kept_gallery.select(on_kept_select, inputs=kept_ids, outputs=[kept_image, kept_manifest])
+    live.change(on_live, inputs=[region_class, targets, base, min_area],
+                outputs=[region_class, targets, base, region_gallery, region_ids, appearance_plot, pixel_plot,
+                         stats_line, stats_table], show_progress="hidden", api_visibility="private")  # fmt: skip
     return controller
 
 

@@ -11,7 +11,7 @@ from core.models import ModelStatus, downloads_allowed, models_dir
 from studio.errors import shows_errors
 
 if TYPE_CHECKING:
-    from studio.app import StudioContext
+    from studio.context import StudioContext
 
 
 def _row(status: ModelStatus) -> str:

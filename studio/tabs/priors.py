@@ -10,7 +10,6 @@ import gradio as gr
 import numpy as np
 
 from core.errors import InvalidInput
-from core.io.dataset import load_sample_image, load_sample_label_map
 from core.priors.blend import blend
 from core.priors.edges import IMAGE_PRIORS, EdgeParams, prior_available
 from core.priors.pipeline import PriorSettings, compute_priors, load_prior, save_prior
@@ -19,7 +18,7 @@ from studio.errors import shows_errors
 from studio.session_store import SessionStore
 
 if TYPE_CHECKING:
-    from studio.app import StudioContext
+    from studio.context import StudioContext
 
 
 class PriorsController:
@@ -42,18 +41,19 @@ class PriorsController:
         return out
 
     def sample_arrays(self, session: str | None, sample_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """The sample's image and usable label map (``None`` when it has none), cached per revision."""
+
         def load():
-            sample = self.ctx.dataset.get(sample_id)
-            image = load_sample_image(sample)
-            return image, load_sample_label_map(self.ctx.dataset, sample, image.shape[:2])
+            data = self.ctx.store.read(sample_id)
+            return data.image, data.label_map
 
         if not sample_id:
             raise InvalidInput("pick a sample first")
-        return self.cache.get(session, f"arrays:{sample_id}", load)
+        return self.cache.get(session, f"arrays:{sample_id}:{self.ctx.store.revision(sample_id)}", load)
 
     def priors(self, session: str | None, sample_id: str, settings: PriorSettings):
         """``(v_image, v_mask)`` of a sample, cached per settings (the blend is recomputed, not these)."""
-        key = f"priors:{sample_id}:{settings.image_prior}:{settings.mask_prior}:{settings.thickness}:{settings.only_classes}:{settings.edges}"
+        key = f"priors:{sample_id}:{self.ctx.store.revision(sample_id)}:{settings.image_prior}:{settings.mask_prior}:{settings.thickness}:{settings.only_classes}:{settings.edges}"
         image, label_map = self.sample_arrays(session, sample_id)
 
         def make():
@@ -114,10 +114,10 @@ def settings_from_controls(image_prior: str, mask_kind: str, w1: float, w2: floa
                          tuple(sorted(classes.index_of(n) for n in only or [])), edges)  # fmt: skip
 
 
-def build(ctx: StudioContext, demo: gr.Blocks) -> PriorsController:
-    """Lay out the Priors tab and wire its events."""
+def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> PriorsController:
+    """Lay out the Priors tab and wire its events (``live`` changes when the dataset does)."""
     controller = PriorsController(ctx)
-    labelled = [s.id for s in ctx.dataset.samples if s.has_label_map] or ctx.dataset.ids
+    labelled = ctx.store.labelled_ids() or ctx.store.ids
     with gr.Row():
         sample = gr.Dropdown(
             choices=ctx.dataset.ids, value=labelled[0], label="Sample", elem_id="priors-sample", scale=2
@@ -226,4 +226,12 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> PriorsController:
     caption_button.click(on_caption, inputs=[sample, template], outputs=[caption, prompt, prompt_note],
                          concurrency_id="gpu", concurrency_limit=1)  # fmt: skip
     save.click(on_save, inputs=[sample, *setting_inputs, prompt, negative, caption, template], outputs=saved)
+
+    @shows_errors
+    def on_live(sample_id, *values, request: gr.Request):
+        views = on_views(sample_id, *values, request=request) if sample_id in ctx.store.ids else (gr.skip(),) * 3
+        return gr.Dropdown(choices=ctx.store.ids), *views
+
+    live.change(on_live, inputs=[sample, *setting_inputs], outputs=[sample, *views_out], show_progress="hidden",
+                api_visibility="private")  # fmt: skip
     return controller

@@ -8,12 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.errors import InvalidInput
+from core.store import Dataset, Sample, natural_key
 from core.types import (
     ADE20K_COLORS,
     Box,
     ClassSet,
-    Dataset,
-    Sample,
     classes_in,
     voc_colormap,
 )
@@ -171,3 +170,8 @@ def test_dataset_lookup_filter_and_duplicate_ids(tmp_path):
 def test_classes_in_drops_ignore():
     label = np.array([[0, 255], [3, 3]], dtype=np.uint8)
     assert classes_in(label) == [0, 3]
+
+
+def test_natural_order_puts_img_2_before_img_10():
+    names = ["img_10", "img_1", "IMG_2", "b", "a10b", "a9b"]
+    assert sorted(names, key=natural_key) == ["a9b", "a10b", "b", "img_1", "IMG_2", "img_10"]

@@ -37,10 +37,16 @@ def test_reset_moves_the_old_copy_aside(isolated_dirs):
     assert len(aside) == 1 and (aside[0] / "marker").read_text() == "mine"
 
 
-def test_user_dataset_is_used_in_place_with_outputs_beside_it(samples_copy):
+def test_user_dataset_is_used_in_place_with_everything_derived_in_the_workspace(samples_copy, isolated_dirs):
     ws = prepare_workspace(samples_copy)
     assert not ws.is_copy and ws.dataset_root == samples_copy.resolve()
-    assert ws.output_root == samples_copy.resolve() / ".segstudio" / "workspace"
+    workspace = (isolated_dirs / "workspace").resolve()
+    assert ws.cache_root.parent == workspace / "datasets" and ws.cache_root.name.startswith("samples-")
+    assert ws.output_root == ws.cache_root / "outputs"
+    assert prepare_workspace(samples_copy).cache_root == ws.cache_root  # keyed by the dataset's path
+    assert not (samples_copy / ".segstudio").exists()
+    named = prepare_workspace(samples_copy, isolated_dirs / "mine")
+    assert named.output_root == (isolated_dirs / "mine").resolve() and named.cache_root.parent.parent == named.output_root
     with pytest.raises(InvalidInput, match="does not exist"):
         prepare_workspace(samples_copy / "nope")
 

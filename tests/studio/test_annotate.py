@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from core.errors import InvalidInput
+from core.io.images import load_image
 from core.types import Box
 from studio.app import StudioConfig, build_app
 from studio.session_store import SessionStore
@@ -23,7 +24,8 @@ def test_annotator_boxes_are_clipped_and_bad_ones_dropped_with_a_reason(controll
         {"xmin": 5, "ymin": 5, "xmax": 40, "ymax": 40, "label": "unicorn"},
         {"xmin": 5, "ymin": 5, "xmax": 5.5, "ymax": 40, "label": "cat"},
     ]}  # fmt: skip
-    boxes, problems = controller.boxes_from_annotator(value, "person", (300, 451))
+    session = controller.session("ed", "chelsea")
+    boxes, problems = controller.boxes_from_annotator(value, "person", session)
     assert boxes == [Box(10, 20, 111, 90, 8), Box(0, 5, 30, 40, 12)]
     assert len(problems) == 2 and "outside the 451x300 image" in problems[0] and "unicorn" in problems[1]
 
@@ -33,14 +35,16 @@ def test_session_per_browser_session_and_annotator_value(controller):
     assert controller.session("tab-a", "chelsea") is a
     assert controller.session("tab-b", "chelsea") is not a
     value = controller.annotator_value(a, 0.5)
-    assert value["image"].shape == (300, 451, 3)
+    assert load_image(value["image"]).shape == (300, 451, 3)
     assert value["boxes"][0]["label"] == "cat" and value["boxes"][0]["xmax"] == a.entries[0].box.x1
+    assert controller.annotator_value(a, 0.5)["image"] == value["image"]  # same state: the same file, not rewritten
+    assert controller.annotator_value(a, 0.7)["image"] != value["image"]
     with pytest.raises(InvalidInput, match="no sample 'nope'"):
         controller.session("tab-a", "nope")
 
 
 def test_compare_returns_overlays_disagreement_and_iou(controller):
-    session = controller.session(None, "chelsea")
+    session = controller.session("ed", "chelsea")
     gallery, table = controller.compare(session, ["grabcut-fast", "grabcut"])
     assert len(gallery) == 3 and "disagreement" in gallery[2][1]
     rows = table.value["data"]
@@ -92,7 +96,7 @@ def test_parameter_controls_reach_the_settings():
 
 
 def test_box_picker_lists_every_box_with_its_state(controller):
-    session = controller.session(None, "chelsea")
-    assert controller.box_choices(session) == [("#1 cat (0, 0)-(405, 300) · not refined", 0)]
-    session.refine([0])
+    session = controller.session("ed", "chelsea")
+    assert controller.box_choices(session) == [("#1 cat (0, 0)-(405, 300) · saved pixels", 1)]
+    session.refine([1])
     assert controller.box_choices(session)[0][0].endswith("· grabcut-fast")

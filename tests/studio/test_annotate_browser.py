@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.io.dataset import load_sample_label_map, open_dataset
+from core.store import DatasetStore
 from tests.browser import CHROMIUM, chromium_page, running_studio
 
 pytestmark = [
@@ -83,10 +83,10 @@ def test_draw_refine_brush_compare_and_save(samples_copy, tmp_path):
         page.wait_for_function("document.querySelector('#save-status').innerText.includes('Saved')", timeout=30_000)
         _wait_status(page, "· saved ·")
 
-    dataset = open_dataset(samples_copy)
+    dataset = DatasetStore(samples_copy)
     sample = dataset.get("grace_hopper")
     assert len(sample.boxes) == 2
-    label = load_sample_label_map(dataset, sample)
+    label = dataset.label_map("grace_hopper")
     drawn = sample.boxes[1] if sample.boxes[0].area > sample.boxes[1].area else sample.boxes[0]
     inside = label[drawn.y0 : drawn.y1, drawn.x0 : drawn.x1]
     assert (inside == 15).mean() > 0.5 and set(np.unique(label)) <= {0, 15, 255}

@@ -23,7 +23,8 @@ def test_composite_on_the_chosen_sample_and_keep(generate, tmp_path):
     items = generate.run_composite("s", request, lambda f, m="": None)
     assert len(items) == 2 and "composite · coffee" in items[0][1]
     assert items[0][0].shape[1] == 2 * 600  # image beside its label map overlay
-    assert generate.keep("s", [0]) == ["kept_composite_000001"]
+    assert generate.keep("s", [0]) == (["kept_composite_000001"], [])
+    assert generate.keep("s", None) == (["kept_composite_000002"], ["kept_composite_000001"])  # never twice
     record = json.loads((tmp_path / "ws" / "generated" / "manifest.jsonl").read_text().splitlines()[0])
     assert record["background"] == "coffee" and record["params"]["blending"] == "gaussian" and record["seed"] == 3
 
@@ -48,7 +49,7 @@ def test_diffusion_from_the_tab_with_a_tiny_pipeline(generate):
         "s", "chelsea", "controlnet", "controlnet-sd15-canny", settings, lambda f, m="": steps.append(f)
     )
     assert len(items) == 2 and items[0][0].shape == (300, 902, 3) and steps[-1] == 1.0
-    assert generate.keep("s", None) == ["kept_controlnet_000001", "kept_controlnet_000002"]
+    assert generate.keep("s", None) == (["kept_controlnet_000001", "kept_controlnet_000002"], [])
     with pytest.raises(InvalidInput, match="nothing to keep"):
         generate.keep("other", None)
 

@@ -24,14 +24,14 @@ def test_regions_previews_keep_and_distribution(labels):
     assert labels.default_targets(["cat"]) == ["astronaut", "coffee"]
     items = labels.preview("s", RecombineRequest("overlay", ("cat",), 3, 4, Placement()))
     assert len(items) == 3 and "cat from chelsea" in items[0][1]
-    ids = labels.keep("s", [1])
+    ids, _ = labels.keep("s", [1])
     assert ids == ["kept_overlay_000001"]
-    assert labels.keep("s", None) == ["kept_overlay_000002", "kept_overlay_000003", "kept_overlay_000004"]
+    assert labels.keep("s", None) == (["kept_overlay_000002", "kept_overlay_000003"], ["kept_overlay_000001"])
     records = read_manifest(labels.kept_dir)
     assert records["kept_overlay_000001"]["index"] == 1 and records["kept_overlay_000001"]["seed"] == 4
     app, pix, line, table = labels.distribution()
     cat = table[table["class"] == "cat"].iloc[0]
-    assert cat["images before"] == 1 and cat["images after"] == 5
+    assert cat["images before"] == 1 and cat["images after"] == 4
     assert "imbalance ratio 1.00" in line and set(app["when"]) == {"now", "with kept"}
     image, manifest = labels.kept_view("kept_overlay_000001")
     assert image.ndim == 3 and json.loads(manifest)["id"] == "kept_overlay_000001"

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 
 from core.errors import InvalidInput
 from core.generate.composite import BLENDINGS, CompositeParams, CompositeRequest, composite, composite_sample
-from core.io.dataset import open_dataset
 from core.labels.overlay import Placement
 from core.labels.recombine import RegionLibrary
 from core.labels.regions import class_components
+from core.store import DatasetStore
 
 
 def _scene(seed=0, size=64):
@@ -121,7 +121,7 @@ def test_distractors_keep_labels_and_errors_are_clear():
 
 
 def test_dataset_composites_are_deterministic_and_recorded():
-    dataset = open_dataset("assets/samples")
+    dataset = DatasetStore("assets/samples")
     library = RegionLibrary(dataset)
     request = CompositeRequest(("cat",), 2, 9, CompositeParams(objects=(1, 1), blending="gaussian"))
     a = composite_sample(library, request, 1)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from core.errors import InvalidInput
-from core.io.dataset import open_dataset
 from core.io.images import load_label_map
 from core.labels.overlay import Placement
 from core.labels.recombine import RecombineRequest, recombine, write_samples
+from core.store import DatasetStore
 from tests.conftest import PROJECT_ROOT
 
 
@@ -36,7 +36,7 @@ def test_recombine_command_is_byte_identical_for_a_seed(tmp_path, samples_copy):
     lines = [json.loads(line) for line in (tmp_path / "a" / "manifest.jsonl").read_text().splitlines()]
     assert [line["id"] for line in lines] == ["overlay_000000", "overlay_000001", "overlay_000002"]
     assert all(line["target"] != "chelsea" and line["steps"][0]["region"]["sample"] == "chelsea" for line in lines)
-    out = open_dataset(tmp_path / "a")
+    out = DatasetStore(tmp_path / "a")
     assert out.layout == "voc" and len(out) == 3
     for sample in out:
         label = load_label_map(sample.label_path, out.classes)
@@ -55,7 +55,7 @@ def test_multi_and_reconstruct_modes(tmp_path, samples_copy):
                 "--band", "diningtable:0.5", "--count", "1", "--out", str(tmp_path / "r"))  # fmt: skip
     assert done.returncode == 0, done.stderr
     label = load_label_map(
-        tmp_path / "r" / "SegmentationClass" / "reconstruct_000000.png", open_dataset(tmp_path / "r").classes
+        tmp_path / "r" / "SegmentationClass" / "reconstruct_000000.png", DatasetStore(tmp_path / "r").classes
     )
     assert label.shape == (512, 512) and set(np.unique(label)) <= {1, 8, 11}
 
@@ -65,7 +65,7 @@ def test_recombine_refuses_what_cannot_work(tmp_path, samples_copy):
     assert bad.returncode == 2 and "unknown class 'unicorn'" in bad.stderr
     bad = _cli("recombine", str(samples_copy), "--class", "dog", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "no region" in bad.stderr
-    ds = open_dataset(samples_copy)
+    ds = DatasetStore(samples_copy)
     samples = recombine(ds, RecombineRequest("overlay", ("cat",), 1, 0, Placement()))
     write_samples(tmp_path / "y", ds.classes, samples)
     with pytest.raises(InvalidInput, match="already holds a manifest"):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from core.errors import InvalidInput
-from core.io.dataset import open_dataset
 from core.labels.balance import plan_balance
 from core.labels.stats import ClassStats, dataset_stats, entropy, imbalance_ratio
+from core.store import DatasetStore
 from core.types import ClassSet
 
 TOY = ClassSet("toy", ("bg", "a", "b", "c"), np.zeros((4, 3)))
@@ -40,7 +40,7 @@ def test_entropy_and_ratio_edge_cases():
 
 
 def test_dataset_stats_stream_the_bundled_samples():
-    s = dataset_stats(open_dataset("assets/samples")).summary()
+    s = dataset_stats(DatasetStore("assets/samples")).summary()
     rows = {r["class"]: r for r in s["per_class"]}
     assert s["maps"] == 3 and rows["cat"]["images"] == 1 and rows["person"]["instances"] >= 1
     assert s["missing_classes"] == 17

@@ -119,10 +119,10 @@ def test_weight_free_priors_find_the_edges_of_a_rectangle():
 def test_standard_line_art_matches_controlnet_aux():
     from controlnet_aux.lineart_standard import LineartStandardDetector
 
-    from core.io.dataset import load_sample_image, open_dataset
+    from core.store import DatasetStore
     from tests.conftest import SAMPLES
 
-    image = load_sample_image(open_dataset(SAMPLES).get("astronaut"))  # 512 x 512: no resampling on their side
+    image = DatasetStore(SAMPLES).image("astronaut")  # 512 x 512: no resampling on their side
     theirs = LineartStandardDetector()(image, detect_resolution=512, output_type="np")[..., 0].astype(int)
     ours = lineart_standard(image).astype(int)
     diff = np.abs(ours - theirs)

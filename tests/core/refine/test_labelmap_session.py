@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from core.errors import InvalidInput
-from core.io.dataset import load_sample_image, load_sample_label_map, open_dataset
 from core.refine import touchup
 from core.refine.labelmap import compose_label_map, paint_order
 from core.refine.refiner import BoxRefiner, RefineSettings
 from core.refine.session import AnnotationSession
+from core.store import DatasetStore
 from core.types import Box, ClassSet
 from tests.core.refine.synthetic import ellipse_scene, iou
 
@@ -91,7 +91,7 @@ def _session(**kwargs):
 
 def test_session_refines_edits_undoes_and_redoes_without_limit():
     session, truth = _session()
-    assert not session.label_map.any() and not session.can_undo
+    assert (session.label_map == 255).all() and not session.can_undo  # no saved map: every pixel unknown
     refined = session.refine()
     assert iou(refined == 8, truth) >= 0.95
     stroke = np.zeros(truth.shape, bool)
@@ -106,7 +106,7 @@ def test_session_refines_edits_undoes_and_redoes_without_limit():
     for expected in reversed(states[:-1]):
         assert np.array_equal(session.undo(), expected)
     assert np.array_equal(session.undo(), refined)
-    assert np.array_equal(session.undo(), np.zeros_like(refined))
+    assert np.array_equal(session.undo(), np.full_like(refined, 255))
     with pytest.raises(InvalidInput, match="nothing to undo"):
         session.undo()
     session.redo()
@@ -126,7 +126,7 @@ def test_manual_edits_survive_re_refining_and_adding_boxes():
     assert len(session.entries) == 2 and session.entries[1].refined
     assert (session.label_map[0:4, 0:4] == 15).all()
     session.clear_edits()
-    assert session.label_map[0, 0] == 0
+    assert session.label_map[0, 0] == 255  # unknown again, not background
     session.undo()
     assert session.label_map[0, 0] == 15
 
@@ -149,7 +149,7 @@ def test_session_refuses_bad_boxes_classes_and_operations():
     with pytest.raises(InvalidInput, match="unknown class index 40"):
         session.set_boxes([Box(0, 0, 10, 10, 40)])
     with pytest.raises(InvalidInput, match="no box #5"):
-        session.refine([4])
+        session.refine([5])
     with pytest.raises(InvalidInput, match="unknown touch-up 'sharpen'"):
         session.touch_up("sharpen")
     with pytest.raises(InvalidInput, match="unknown class index 99"):
@@ -159,10 +159,10 @@ def test_session_refuses_bad_boxes_classes_and_operations():
 
 
 def test_opening_keeps_the_loaded_map_until_a_box_is_refined(samples_copy):
-    ds = open_dataset(samples_copy)
+    ds = DatasetStore(samples_copy)
     sample = ds.get("chelsea")
-    image = load_sample_image(sample)
-    loaded = load_sample_label_map(ds, sample)
+    image = ds.image("chelsea")
+    loaded = ds.label_map("chelsea")
     session = AnnotationSession(image, ds.classes, sample.boxes, base=loaded)
     assert np.array_equal(session.label_map, loaded) and not session.dirty
     session.refine()
@@ -170,14 +170,18 @@ def test_opening_keeps_the_loaded_map_until_a_box_is_refined(samples_copy):
     assert (session.label_map == 8).sum() > 0.3 * (loaded == 8).sum()
 
 
-def test_save_writes_map_and_boxes_and_keeps_previous_versions(samples_copy):
-    ds = open_dataset(samples_copy)
+def test_save_writes_map_and_keeps_the_unchanged_boxes_file(samples_copy):
+    ds = DatasetStore(samples_copy)
     sample = ds.get("grace_hopper")
-    session = AnnotationSession(load_sample_image(sample), ds.classes, sample.boxes)
+    xml_before = (samples_copy / "Annotations" / "grace_hopper.xml").read_bytes()
+    session = AnnotationSession(ds.image("grace_hopper"), ds.classes, sample.boxes, revision=ds.revision("grace_hopper"))
     session.refine()
-    kept_map, kept_boxes = session.save(ds, sample)
-    assert kept_map is None and kept_boxes is not None  # the map is new, the XML existed
+    label_map, boxes = session.save_payload()
+    result = ds.save("grace_hopper", label_map=label_map, boxes=boxes, base_revision=session.revision)
+    session.mark_saved(result.revision)
+    assert [p.name for p in result.written] == ["grace_hopper.png"] and result.kept == []  # a new map; same boxes
+    assert (samples_copy / "Annotations" / "grace_hopper.xml").read_bytes() == xml_before
     assert not session.dirty
-    reopened = open_dataset(samples_copy)
-    on_disk = load_sample_label_map(reopened, reopened.get("grace_hopper"))
+    on_disk = DatasetStore(samples_copy).label_map("grace_hopper")
     assert np.array_equal(on_disk, session.label_map) and (on_disk == 15).sum() > 10_000
+    assert set(np.unique(on_disk)) == {15, 255}  # outside the person: unknown, never background

@@ -94,7 +94,7 @@ def test_eval_boxes_command_prints_a_json_summary_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "core.cli", "eval-boxes", str(folder), "--method", "auto", "--limit", "2",
                           "--json"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)  # fmt: skip
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert set(summary) == {"method", "n", "miou", "err_in_box", "sec_mean", "sec_median"}
+    assert set(summary) == {"method", "n", "miou", "err_in_box", "sec_mean", "sec_median", "skipped"}
     assert summary["method"] == "grabcut-fast" and summary["n"] == 2 and summary["miou"] >= 0.95
     text = subprocess.run([sys.executable, "-m", "core.cli", "eval-boxes", str(folder)], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, check=True).stdout  # fmt: skip
@@ -107,7 +107,7 @@ def test_eval_boxes_refuses_folders_without_ground_truth(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.png")
     out = subprocess.run([sys.executable, "-m", "core.cli", "eval-boxes", str(folder)], cwd=PROJECT_ROOT,
                          capture_output=True, text=True)  # fmt: skip
-    assert out.returncode == 2 and "no sample has both boxes and a ground-truth mask" in out.stderr
+    assert out.returncode == 2 and "no sample has both boxes and a usable ground-truth mask" in out.stderr
 
 
 def test_default_method_quality_floor_on_grabcut50():

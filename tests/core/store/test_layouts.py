@@ -8,18 +8,14 @@ from PIL import Image
 
 from core.errors import InvalidInput
 from core.io.atomic import previous_versions
-from core.io.dataset import (
-    load_sample_image,
-    load_sample_label_map,
-    open_dataset,
-    save_sample_boxes,
-    save_sample_label_map,
-)
-from core.io.index import label_classes
-from core.io.thumbs import ensure_thumbnail
 from core.io.voc import parse_voc_xml
+from core.store import DatasetStore
 from core.types import Box, ClassSet
 from tests.conftest import SAMPLES, shared_set
+
+
+def open_dataset(root, layout=None):
+    return DatasetStore(root, layout=layout)
 
 VOC = ClassSet.builtin("voc")
 
@@ -42,40 +38,39 @@ def test_bundled_samples_open_as_voc_with_boxes_label_maps_and_splits():
     assert astronaut.boxes == [Box(15, 12, 365, 512, VOC.index_of("person"))]
     assert astronaut.split == ("train",) and ds.get("coffee").split == ("val",)
     for sample in ds:
-        image = load_sample_image(sample)
-        label = load_sample_label_map(ds, sample)
+        image = ds.image(sample.id)
+        label = ds.label_map(sample.id)
         assert image.dtype == np.uint8 and image.shape[2] == 3
         if label is not None:
             assert label.shape == image.shape[:2]
             assert set(np.unique(label)) <= {0, 255} | sample.box_classes()
 
 
-def test_label_class_index_is_cached_and_refreshed_when_a_map_changes(samples_copy):
+def test_label_class_index_lives_in_the_workspace_and_follows_saves(samples_copy):
     ds = open_dataset(samples_copy)
-    assert label_classes(ds) == {"astronaut": {0, 15}, "chelsea": {0, 8}, "coffee": {0, 11}}
-    assert (samples_copy / ".segstudio" / "index.json").is_file()
-    sample = ds.get("chelsea")
-    label = load_sample_label_map(ds, sample)
+    assert ds.label_classes() == {"astronaut": {0, 15}, "chelsea": {0, 8}, "coffee": {0, 11}}
+    assert (ds.cache_dir / "index.sqlite").is_file() and not (samples_copy / ".segstudio").exists()
+    label = ds.label_map("chelsea")
     label[:5, :5] = 12
-    save_sample_label_map(ds, sample, label)
-    assert label_classes(ds)["chelsea"] == {0, 8, 12}
+    ds.save("chelsea", label_map=label)
+    assert ds.label_classes()["chelsea"] == {0, 8, 12}
+    assert DatasetStore(samples_copy).label_classes()["chelsea"] == {0, 8, 12}  # another process's view
 
 
 def test_saving_label_maps_and_boxes_keeps_previous_versions(samples_copy):
     ds = open_dataset(samples_copy)
-    sample = ds.get("grace_hopper")
-    h, w = load_sample_image(sample).shape[:2]
+    h, w = ds.image("grace_hopper").shape[:2]
     label = np.zeros((h, w), np.uint8)
     label[100:300, 100:400] = 15
-    assert save_sample_label_map(ds, sample, label) is None  # a new file: nothing to keep
+    assert ds.save("grace_hopper", label_map=label).kept == []  # a new file: nothing to keep
     label[:50] = 255
-    kept = save_sample_label_map(ds, sample, label)
-    assert kept is not None and kept.is_file()
+    kept = ds.save("grace_hopper", label_map=label).kept
+    assert len(kept) == 1 and kept[0].is_file()
     reopened = open_dataset(samples_copy)
-    assert np.array_equal(load_sample_label_map(reopened, reopened.get("grace_hopper")), label)
+    assert np.array_equal(reopened.label_map("grace_hopper"), label)
 
     boxes = [Box(10, 10, 100, 100, 15), Box(-20, 5, 40, 50, 8)]
-    save_sample_boxes(ds, sample, boxes)
+    ds.save("grace_hopper", boxes=boxes)
     reread = open_dataset(samples_copy).get("grace_hopper")
     assert reread.boxes == [Box(10, 10, 100, 100, 15), Box(0, 5, 40, 50, 8)]  # clipped to the image
     xml = samples_copy / "Annotations" / "grace_hopper.xml"
@@ -85,18 +80,17 @@ def test_saving_label_maps_and_boxes_keeps_previous_versions(samples_copy):
 
 def test_bad_saves_write_nothing(samples_copy):
     ds = open_dataset(samples_copy)
-    sample = ds.get("chelsea")
     before = (samples_copy / "SegmentationClass" / "chelsea.png").read_bytes()
     with pytest.raises(InvalidInput, match="same size"):
-        save_sample_label_map(ds, sample, np.zeros((3, 3), np.uint8))
-    bad = load_sample_label_map(ds, sample)
+        ds.save("chelsea", label_map=np.zeros((3, 3), np.uint8))
+    bad = ds.label_map("chelsea")
     bad[0, 0] = 99
     with pytest.raises(InvalidInput, match=r"99 \(1 px\)"):
-        save_sample_label_map(ds, sample, bad)
+        ds.save("chelsea", label_map=bad)
     with pytest.raises(InvalidInput, match="outside"):
-        save_sample_boxes(ds, sample, [Box(5000, 5000, 5010, 5010, 8)])
+        ds.save("chelsea", boxes=[Box(5000, 5000, 5010, 5010, 8)])
     with pytest.raises(InvalidInput, match="unknown class index 30"):
-        save_sample_boxes(ds, sample, [Box(0, 0, 10, 10, 30)])
+        ds.save("chelsea", boxes=[Box(0, 0, 10, 10, 30)])
     assert (samples_copy / "SegmentationClass" / "chelsea.png").read_bytes() == before
     assert not (samples_copy / ".segstudio" / "history").exists()
 
@@ -108,7 +102,7 @@ def test_broken_annotations_are_reported_and_skipped_not_fatal(samples_copy):
     (samples_copy / "JPEGImages" / "astronaut.png").write_bytes(b"same id, other suffix")
     ds = open_dataset(samples_copy)
     assert len(ds) == 4
-    text = "\n".join(ds.problems)
+    text = "\n".join(str(p) for p in ds.problems)
     assert "chelsea.xml: not a readable VOC annotation" in text
     assert "unknown class 'teapot'" in text
     assert "same id 'astronaut'" in text
@@ -162,10 +156,10 @@ def test_boxes_csv_folder_reads_inclusive_corners_and_0_1_255_masks(tmp_path):
     assert ds.layout == "boxes_csv" and ds.classes.names == ("background", "foreground")
     assert ds.ids == ["a", "b"]
     assert ds.get("a").boxes == [Box(5, 5, 12, 10, 1)]
-    assert np.array_equal(load_sample_label_map(ds, ds.get("a")), mask)
+    assert np.array_equal(ds.label_map("a"), mask)
     assert ds.get("b").label_path is None
-    assert any("missing.jpg not found" in p for p in ds.problems)
-    assert any(":5: row skipped: empty box" in p for p in ds.problems)
+    assert any("missing.jpg not found" in str(p) for p in ds.problems)
+    assert any(":5: row skipped: empty box" in str(p) for p in ds.problems)
 
 
 def test_boxes_csv_save_rewrites_only_that_sample_and_keeps_history(tmp_path):
@@ -174,14 +168,14 @@ def test_boxes_csv_save_rewrites_only_that_sample_and_keeps_history(tmp_path):
     _write_rgb(root / "images" / "b.jpg", seed=2)
     _csv_set(root, [["a", "images/a.jpg", "", 0, 0, 9, 9], ["b", "images/b.jpg", "", 1, 1, 5, 5]])
     ds = open_dataset(root)
-    save_sample_boxes(ds, ds.get("a"), [Box(2, 2, 8, 8, 1), Box(0, 0, 30, 20, 1)])
+    ds.save("a", boxes=[Box(2, 2, 8, 8, 1), Box(0, 0, 30, 20, 1)])
     again = open_dataset(root)
     assert again.get("a").boxes == [Box(2, 2, 8, 8, 1), Box(0, 0, 30, 20, 1)]
     assert again.get("b").boxes == [Box(1, 1, 6, 6, 1)]
     assert len(previous_versions(root, root / "boxes.csv")) == 1
     label = np.zeros((20, 30), np.uint8)
     label[2:8, 2:8] = 1
-    save_sample_label_map(again, again.get("a"), label)
+    again.save("a", label_map=label)
     assert (root / "masks" / "a.png").is_file()
 
 
@@ -199,7 +193,7 @@ def test_grabcut50_opens_with_one_box_per_image():
     assert ds.layout == "boxes_csv" and len(ds) == 50 and ds.problems == []
     for sample in ds.samples[:5]:
         assert len(sample.boxes) == 1
-        assert load_sample_label_map(ds, sample).shape == load_sample_image(sample).shape[:2]
+        assert ds.label_map(sample.id).shape == ds.image(sample.id).shape[:2]
 
 
 # ---- plain folders ----------------------------------------------------------------------------
@@ -213,13 +207,11 @@ def test_plain_image_folder_is_found_recursively_and_saves_go_to_voc_places(tmp_
     _write_rgb(root / ".hidden" / "c.jpg")
     ds = open_dataset(root)
     assert ds.layout == "images" and ds.ids == ["a", "trip/b"]
-    sample = ds.get("trip/b")
-    save_sample_label_map(ds, sample, np.full((20, 30), 15, np.uint8))
-    save_sample_boxes(ds, sample, [Box(1, 1, 5, 5, 15)])
+    ds.save("trip/b", label_map=np.full((20, 30), 15, np.uint8), boxes=[Box(1, 1, 5, 5, 15)])
     again = open_dataset(root)
     assert again.ids == ["a", "trip/b"]  # the saved files are not mistaken for new images
     assert again.get("trip/b").has_label_map and again.get("trip/b").boxes == [Box(1, 1, 5, 5, 15)]
-    assert ensure_thumbnail(again, again.get("a")).is_file()
+    assert again.thumbnail("a").is_file() and again.cache_dir in again.thumbnail("a").parents
 
 
 def test_folders_without_images_and_missing_folders_are_refused(tmp_path):

@@ -1,4 +1,6 @@
-"""Opening dataset folders and saving a sample's annotations.
+"""Dataset folder layouts: reading a folder's samples, loading and saving one sample's annotations.
+
+Use these through :class:`core.store.DatasetStore`, which adds revisions, conflict checks and caches.
 
 Three layouts are read:
 
@@ -26,7 +28,8 @@ from core.errors import InvalidInput
 from core.io import voc
 from core.io.atomic import write_with_history
 from core.io.images import IMAGE_SUFFIXES, image_size, load_image, load_label_map, save_label_map
-from core.types import Box, ClassSet, Dataset, Sample, voc_colormap
+from core.store.records import Dataset, Sample, natural_key
+from core.types import Box, ClassSet, voc_colormap
 
 CLASSES_FILE = "classes.json"
 BOXES_CSV = "boxes.csv"
@@ -80,7 +83,7 @@ def open_dataset(root: str | Path, layout: str | None = None) -> Dataset:
     return dataset
 
 
-def _annotated_sample(root: Path, sample_id: str, image_path: Path, classes: ClassSet, problems: list[str]) -> Sample:
+def annotated_sample(root: Path, sample_id: str, image_path: Path, classes: ClassSet, problems: list[str]) -> Sample:
     """A sample whose label map and boxes sit at the VOC places for its id (when present)."""
     label_path = root / voc.LABEL_DIR / f"{sample_id}.png"
     xml_path = root / voc.ANNOTATION_DIR / f"{sample_id}.xml"
@@ -114,11 +117,11 @@ def _read_voc(root: Path) -> Dataset:
                 f"{image_path}: skipped, {samples[sample_id].image_path.name} has the same id {sample_id!r}"
             )
             continue
-        samples[sample_id] = _annotated_sample(root, sample_id, image_path, classes, problems)
+        samples[sample_id] = annotated_sample(root, sample_id, image_path, classes, problems)
     splits = voc.read_image_sets(root)
     for sample in samples.values():
         sample.split = splits.get(sample.id, ())
-    return Dataset(root, "voc", classes, sorted(samples.values(), key=lambda s: s.id), problems)
+    return Dataset(root, "voc", classes, sorted(samples.values(), key=lambda s: natural_key(s.id)), problems)
 
 
 def _read_image_folder(root: Path) -> Dataset:
@@ -137,8 +140,8 @@ def _read_image_folder(root: Path) -> Dataset:
                 f"{image_path}: skipped, {samples[sample_id].image_path.name} has the same id {sample_id!r}"
             )
             continue
-        samples[sample_id] = _annotated_sample(root, sample_id, image_path, classes, problems)
-    return Dataset(root, "images", classes, list(samples.values()), problems)
+        samples[sample_id] = annotated_sample(root, sample_id, image_path, classes, problems)
+    return Dataset(root, "images", classes, sorted(samples.values(), key=lambda s: natural_key(s.id)), problems)
 
 
 def _foreground_classes() -> ClassSet:
@@ -186,7 +189,7 @@ def _read_boxes_csv(root: Path) -> Dataset:
             sample = Sample(name, image_path, mask_path if mask_path and mask_path.is_file() else None)
             samples[name] = sample
         sample.boxes.append(box)
-    return Dataset(root, "boxes_csv", classes, sorted(samples.values(), key=lambda s: s.id), problems)
+    return Dataset(root, "boxes_csv", classes, sorted(samples.values(), key=lambda s: natural_key(s.id)), problems)
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,6 +222,13 @@ def label_path_for(dataset: Dataset, sample: Sample) -> Path:
         return sample.label_path
     folder = "masks" if dataset.layout == "boxes_csv" else voc.LABEL_DIR
     return dataset.root / folder / f"{sample.id}.png"
+
+
+def boxes_path_for(dataset: Dataset, sample: Sample) -> Path:
+    """The file that holds the sample's boxes (``boxes.csv`` is shared by every sample of that layout)."""
+    if dataset.layout == "boxes_csv":
+        return dataset.root / BOXES_CSV
+    return dataset.root / voc.ANNOTATION_DIR / f"{sample.id}.xml"
 
 
 def save_sample_label_map(dataset: Dataset, sample: Sample, label_map: np.ndarray) -> Path | None:

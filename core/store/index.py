@@ -1,0 +1,94 @@
+"""The store's index: facts about a dataset's files, kept in SQLite (WAL) in the workspace.
+
+Each fact is keyed by the file's path and its *stamp* (inode, size, modification time), so a fact is
+reused until the file changes and recomputed after. Nothing here is ever written into the dataset
+folder. When the workspace cannot be written, the index lives in memory for the process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS facts (
+    path TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    stamp TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (path, kind)
+);
+"""
+
+
+def file_stamp(path: Path) -> str | None:
+    """``"inode:size:mtime_ns"`` of a file, or ``None`` when it does not exist.
+
+    Atomic saves replace the file (new inode), so two versions written within one clock tick still differ.
+    """
+    try:
+        stat = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+class FactIndex:
+    """``get(path, kind, stamp)`` / ``put(path, kind, stamp, data)`` over a small SQLite table.
+
+    Args:
+        db_path: the SQLite file (created with its folder); ``None`` keeps the index in memory.
+    """
+
+    def __init__(self, db_path: Path | None):
+        self._lock = threading.Lock()
+        self.path = db_path
+        self._conn = self._connect(db_path)
+
+    @staticmethod
+    def _connect(db_path: Path | None) -> sqlite3.Connection:
+        if db_path is not None:
+            try:
+                db_path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(db_path, timeout=10, check_same_thread=False, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(SCHEMA)
+                return conn
+            except (OSError, sqlite3.Error):
+                pass  # an unwritable workspace: facts are recomputed per process instead
+        conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        conn.executescript(SCHEMA)
+        return conn
+
+    def get(self, path: Path | str, kind: str, stamp: str | None) -> dict | None:
+        """The fact recorded for this version of the file, or ``None``."""
+        if stamp is None:
+            return None
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT stamp, data FROM facts WHERE path = ? AND kind = ?", (str(path), kind)
+            ).fetchone()
+        if row is None or row[0] != stamp:
+            return None
+        return json.loads(row[1])
+
+    def put(self, path: Path | str, kind: str, stamp: str | None, data: dict) -> None:
+        if stamp is None:
+            return
+        text = json.dumps(data, sort_keys=True)
+        with self._lock:
+            try:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO facts (path, kind, stamp, data) VALUES (?, ?, ?, ?)",
+                    (str(path), kind, stamp, text),
+                )
+            except sqlite3.Error:
+                pass  # the index is a cache: a failed write only costs a recomputation
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,66 @@
+"""Gradio components adapted to the studio.
+
+``BoxAnnotator`` is ``gradio_image_annotation.image_annotator`` that never decodes or re-saves its image:
+the browser sends only the boxes back (the server keeps the image per editing session), and the image
+shown is a file the studio wrote once, under a name derived from its content, so no request ever
+rewrites a file another request may be reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from gradio.data_classes import FileData, GradioModel
+from gradio_image_annotation import image_annotator
+from PIL import Image
+
+from core.io.atomic import atomic_write
+
+
+class BoxesOverImage(GradioModel):
+    """The annotator's data: the image is optional on the way in (API clients send boxes only)."""
+
+    image: FileData | None = None
+    boxes: list[dict] = []
+    orientation: int = 0
+
+
+class BoxAnnotator(image_annotator):
+    """Boxes over an image; the value sent back holds the boxes only (``{"image": None, "boxes": [...]}``)."""
+
+    data_model = BoxesOverImage
+
+    def preprocess(self, payload: BoxesOverImage | None) -> dict | None:
+        if payload is None:
+            return None
+        return {"image": None, "boxes": self.preprocess_boxes(payload.boxes), "orientation": payload.orientation}
+
+    def preview_file(self, image: np.ndarray, quality: int = 90) -> str:
+        """Write ``image`` (``H x W x 3 uint8``) as a JPEG into Gradio's cache under a name derived from its
+        content (written once, atomically; an existing copy is only touched so the cache sweep keeps it)."""
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+        data = buffer.getvalue()
+        digest = hashlib.sha256(data).hexdigest()[:32]
+        path = Path(self.GRADIO_CACHE) / "segstudio" / digest / "annotate.jpg"
+        if path.is_file():
+            os.utime(path)
+        else:
+            atomic_write(path, lambda tmp: tmp.write_bytes(data))
+        return str(path)
+
+    def postprocess(self, value: dict | None) -> BoxesOverImage | None:
+        if value is None or not isinstance(value.get("image"), str):
+            made = super().postprocess(value)
+            return None if made is None else BoxesOverImage(**made.model_dump())
+        boxes = value.get("boxes") or []
+        path = value["image"]
+        return BoxesOverImage(image=FileData(path=path, orig_name=Path(path).name), boxes=boxes,
+                              orientation=value.get("orientation") or 0)  # fmt: skip
+
+    def api_info(self) -> dict:
+        return {"type": "object", "description": "boxes: [{xmin, ymin, xmax, ymax, label}] in image pixels"}

@@ -33,11 +33,16 @@ class BoxAnnotator(image_annotator):
     """Boxes over an image; the value sent back holds the boxes only (``{"image": None, "boxes": [...]}``)."""
 
     data_model = BoxesOverImage
+    is_template = True  # the browser uses image_annotator's own front end
+
+    @classmethod
+    def get_component_class_id(cls) -> str:
+        return image_annotator.get_component_class_id()
 
     def preprocess(self, payload: BoxesOverImage | None) -> dict | None:
         if payload is None:
             return None
-        return {"image": None, "boxes": self.preprocess_boxes(payload.boxes), "orientation": payload.orientation}
+        return {"image": None, "boxes": [_box(raw) for raw in payload.boxes], "orientation": payload.orientation}
 
     def preview_file(self, image: np.ndarray, quality: int = 90) -> str:
         """Write ``image`` (``H x W x 3 uint8``) as a JPEG into Gradio's cache under a name derived from its
@@ -64,3 +69,11 @@ class BoxAnnotator(image_annotator):
 
     def api_info(self) -> dict:
         return {"type": "object", "description": "boxes: [{xmin, ymin, xmax, ymax, label}] in image pixels"}
+
+
+def _box(raw: dict) -> dict:
+    """One box from the browser: corners in image pixels (the display scale undone), label, colour."""
+    scale = float(raw.get("scaleFactor", 1) or 1)
+    box = {key: round(float(raw[key]) / scale) for key in ("xmin", "ymin", "xmax", "ymax")}
+    box["label"] = raw.get("label", "")
+    return box

@@ -148,6 +148,7 @@ class AnnotationSession:
     _undo: list[Snapshot] = field(default_factory=list, init=False)
     _redo: list[Snapshot] = field(default_factory=list, init=False)
     _saved_at: int = field(default=0, init=False)
+    focus: int | None = field(default=None, init=False)  # number of the box changed last (lists follow it)
 
     def __post_init__(self) -> None:
         self.image = as_rgb(self.image)
@@ -316,12 +317,14 @@ class AnnotationSession:
                 continue
             if previous is not None and _same_place(previous.box, box):
                 entries[i] = self._relabelled(previous, box.label)
+                self.focus = previous.number
                 continue
             entry = previous or BoxEntry(box, number=next_number)
             if previous is None:
                 next_number += 1
             entry = replace(entry, box=box, mask=None, method="", flag="")
             entries[i] = self._refined_entry(entry, box, settings) if refine else entry
+            self.focus = entry.number
         if tuple(entries) == self.entries:
             return self.label_map
         return self._push(entries, self.overrides, "edit boxes")
@@ -363,6 +366,7 @@ class AnnotationSession:
         if entries[index].box.label == label:
             return self.label_map
         entries[index] = self._relabelled(entries[index], label)
+        self.focus = int(number)
         return self._push(entries, self.overrides, f"class of #{number} -> {self.classes.names[label]}")
 
     def _index_of(self, number: int) -> int:
@@ -381,6 +385,7 @@ class AnnotationSession:
         chosen = range(len(entries)) if numbers is None else [self._index_of(n) for n in numbers]
         for index in chosen:
             entries[index] = self._refined_entry(entries[index], entries[index].box, settings)
+            self.focus = entries[index].number
         what = "all boxes" if numbers is None else ", ".join(f"#{n}" for n in numbers)
         return self._push(entries, self.overrides, f"refine {what} ({settings.resolved_method})")
 

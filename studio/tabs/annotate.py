@@ -10,6 +10,7 @@ elsewhere in the meantime gets the choice to reload theirs, overwrite (theirs ke
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import html
 import threading
@@ -221,7 +222,11 @@ class AnnotateController:
         )
 
     def legend(self, session: AnnotationSession) -> str:
-        return sample_legend(self.classes, session.label_map, [e.box for e in session.entries])
+        legend = sample_legend(self.classes, session.label_map, [e.box for e in session.entries])
+        if not session.labelled:  # on an image without a saved map, 255 means not labelled yet
+            legend = legend.replace("data-class='ignore'>", "data-class='ignore' title='not labelled yet'>", 1)
+            legend = legend.replace("></span>ignore <small>", "></span>unknown (255) <small>", 1)
+        return legend
 
     def settings(self, method: str, params: dict | None = None) -> RefineSettings:
         """Settings for a method with the parameters set in the tab (see :func:`settings_from_controls`)."""
@@ -230,7 +235,7 @@ class AnnotateController:
     def box_choices(self, session: AnnotationSession) -> list[tuple[str, int]]:
         """``("#1 person (15, 12)-(365, 512) · grabcut-fast", 1)`` per box (value: the box's number)."""
         out = []
-        for entry in session.entries:
+        for entry in sorted(session.entries, key=lambda e: e.number):
             b = entry.box
             state = entry.method if entry.refined else ("saved pixels" if entry.from_disk else "not refined")
             flag = f" · ⚠ {entry.flag}" if entry.flag else ""
@@ -303,9 +308,9 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> AnnotateContro
         auto_refine = gr.Checkbox(value=True, label="Refine new boxes as I draw", elem_id="annotate-auto", scale=1)
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=480):
-            with gr.Row(elem_id="annotate-notice-row"):
+            with gr.Row(elem_id="annotate-notice-row", visible=False) as notice_row:
                 notice = gr.HTML(elem_id="annotate-notice", scale=8)
-                dismiss = gr.Button("Dismiss", size="sm", elem_id="annotate-dismiss", scale=1, min_width=80)
+                dismiss = gr.Button("Dismiss", size="sm", elem_id="annotate-dismiss", scale=0, min_width=90)
             with gr.Group(visible=False, elem_id="annotate-conflict") as conflict_box:
                 conflict_text = gr.Markdown(elem_id="annotate-conflict-text")
                 with gr.Row():
@@ -322,8 +327,9 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> AnnotateContro
             opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Mask opacity", elem_id="annotate-opacity")
             gr.Markdown(
                 "Draw a box: press **C** (or the box button under the image) and drag; **D** moves and resizes boxes; "
-                "double-click a box (or use *Box* and *Set class* on the right) to change its class; the bin removes "
-                "the selected box. Boxes that came with the sample keep their saved pixels until you refine them.",
+                "in that mode double-click a box to change its class (or use *Box* and *Set class* on the right); the "
+                "bin removes the selected box. Boxes that came with the sample keep their saved pixels until you "
+                "refine them.",
                 elem_classes=["hint"],
             )
             status = gr.Markdown("Pick a sample, then draw boxes on the image.", elem_id="annotate-status")
@@ -396,8 +402,20 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> AnnotateContro
             label="IoU between methods (object pixels)", elem_id="compare-iou", interactive=False
         )
 
-    outputs = [annotator, status, legend, box_pick, box_class, notice, editor, saved, conflict_box, conflict_text,
-               discard_draft, sample, sample_state, overlap, ignore_band, rest]  # fmt: skip
+    outputs = [annotator, status, legend, box_pick, box_class, notice, notice_row, editor, saved, conflict_box,
+               conflict_text, discard_draft, sample, sample_state, overlap, ignore_band, rest]  # fmt: skip
+
+    def with_notice_row(handler):
+        """Show the notice row exactly when a handler leaves a notice in it."""
+
+        @functools.wraps(handler)  # Gradio reads the handler's signature (where to put the request)
+        def event(*args, **kwargs):
+            updates = handler(*args, **kwargs)
+            if isinstance(updates, dict) and notice in updates:
+                updates[notice_row] = gr.Row(visible=bool(updates[notice]))
+            return updates
+
+        return event
 
     def editor_of(browser: str | None, request: gr.Request) -> str:
         return browser or getattr(request, "session_hash", None) or "anonymous"
@@ -406,19 +424,20 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> AnnotateContro
         view = overlay(session.image, session.label_map, controller.classes, 0.5, skip_ignore=not session.labelled)
         return {"background": view, "layers": [], "composite": view}
 
-    def view(session: AnnotationSession, sample_id: str, alpha: float, brush: bool, **extra) -> dict:
+    def view(session: AnnotationSession, sample_id: str, alpha: float, brush: bool, extra: dict | None = None) -> dict:
         """Updates after any change: the annotator, status, legend, box list and (when open) the brush image."""
         choices = controller.box_choices(session)
-        picked = choices[-1][1] if choices else None
+        numbers = {e.number: e for e in session.entries}
+        picked = session.focus if session.focus in numbers else (choices[-1][1] if choices else None)
         updates = {
             annotator: controller.annotator_value(session, alpha), status: controller.status(session, sample_id),
             legend: controller.legend(session), box_pick: gr.Dropdown(choices=choices, value=picked),
-            box_class: controller.classes.names[session.entries[-1].box.label] if session.entries else None,
+            box_class: controller.classes.names[numbers[picked].box.label] if picked is not None else None,
             discard_draft: gr.Button(visible=session.dirty),
         }  # fmt: skip
         if brush:
             updates[editor] = editor_value(session)
-        updates.update(extra)
+        updates.update(extra or {})
         return updates
 
     def failed(exc: StudioError) -> dict:
@@ -427,17 +446,18 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> AnnotateContro
     def editing(action, *, persist: bool = True):
         """Wrap a change to the editor's session: lock it, apply, keep the draft, render; errors inline."""
 
-        def handler(sample_id, browser, alpha, brush, request: gr.Request, *args):
+        def handler(sample_id, browser, alpha, brush, request: gr.Request, *args):  # request: put here by Gradio
             if not sample_id:
                 return {notice: _notice("Pick a sample first.", "warning")}
             who = editor_of(browser, request)
             try:
                 with controller.lock(who, sample_id):
                     session = controller.session(who, sample_id)
-                    extra = action(session, *args) or {}
+                    extra = action(session, *args)
+                    extra = extra if isinstance(extra, dict) else {}
                     if persist:
                         controller.persist(who, sample_id, session)
-                    return view(session, sample_id, alpha, brush, **extra)
+                    return view(session, sample_id, alpha, brush, extra)
             except StudioError as exc:
                 return failed(exc)
 
@@ -467,7 +487,7 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> AnnotateContro
         try:
             with controller.lock(who, sample_id):
                 session = controller.session(who, sample_id)
-                return view(session, sample_id, alpha, brush, **{
+                return view(session, sample_id, alpha, brush, {
                     sample_state: sample_id, notice: opened_notes(session, sample_id), saved: "",
                     conflict_box: gr.Group(visible=False), overlap: session.overlap, ignore_band: session.ignore_band,
                     rest: session.rest})  # fmt: skip
@@ -476,18 +496,18 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> AnnotateContro
 
     def on_boxes(sample_id, browser, alpha, brush, value, cls, meth, auto, params, request: gr.Request):
         if not sample_id or value is None:
-            return {}
+            return {status: gr.skip()}
         who = editor_of(browser, request)
         try:
             with controller.lock(who, sample_id):
                 session = controller.session(who, sample_id)
                 boxes, problems = controller.boxes_from_annotator(value, cls, session)
                 if boxes == [e.box for e in session.entries] and not problems:
-                    return {}  # our own update echoing back
+                    return {status: gr.skip()}  # our own update echoing back
                 session.set_boxes(boxes, refine=auto, settings=controller.settings(meth, params))
                 controller.persist(who, sample_id, session)
                 extra = {notice: _notice(html.escape("; ".join(problems)), "warning")} if problems else {}
-                return view(session, sample_id, alpha, brush, **extra)
+                return view(session, sample_id, alpha, brush, extra)
         except StudioError as exc:
             return failed(exc)
 
@@ -536,20 +556,20 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> AnnotateContro
                 if result.sample_id != sample_id:  # saved as a copy: continue on the copy
                     controller.sessions.put(who, result.sample_id, session)
                     message = f"Saved your version as a new sample **{html.escape(result.sample_id)}**; {html.escape(sample_id)} is theirs, untouched."
-                    return view(session, result.sample_id, alpha, brush, **{
+                    return view(session, result.sample_id, alpha, brush, {
                         saved: message, conflict_box: gr.Group(visible=False), notice: _notice(message),
                         sample: gr.Dropdown(choices=controller.store.ids, value=result.sample_id),
                         sample_state: result.sample_id})  # fmt: skip
                 controller.sessions.put(who, sample_id, session)
                 message = _save_message(result)
                 gr.Info("Saved" if result.changed else "Nothing to save")
-                return view(session, sample_id, alpha, brush, **{saved: message, conflict_box: gr.Group(visible=False)})
+                return view(session, sample_id, alpha, brush, {saved: message, conflict_box: gr.Group(visible=False)})
         except StudioError as exc:
             return {**failed(exc), saved: f"Not saved: {html.escape(str(exc))}"}
 
     def on_reload(sample_id, browser, alpha, brush, request: gr.Request):
         if not sample_id:
-            return {}
+            return {status: gr.skip()}
         who = editor_of(browser, request)
         with controller.lock(who, sample_id):
             controller.forget(who, sample_id)
@@ -616,7 +636,7 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> AnnotateContro
         return browser or uuid.uuid4().hex, gr.Dropdown(choices=controller.store.ids, value=known)
 
     def on_reopen(sample_id, browser, alpha, brush, request: gr.Request):
-        return on_sample(sample_id, browser, alpha, brush, request) if sample_id else {}
+        return on_sample(sample_id, browser, alpha, brush, request) if sample_id else {status: gr.skip()}
 
     def on_unload(request: gr.Request):
         # API clients and closed tabs: free the Gradio session's sessions (drafts stay on disk)
@@ -626,9 +646,9 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> AnnotateContro
     base = [sample_state, editor_id, opacity, brush_open]
     refine_kwargs = {"concurrency_id": "refine", "concurrency_limit": 2}
     demo.load(on_load, inputs=[editor_id, last_sample], outputs=[editor_id, sample], api_visibility="private").then(
-        on_reopen, inputs=[sample, editor_id, opacity, brush_open], outputs=outputs, api_visibility="private"
+        with_notice_row(on_reopen), inputs=[sample, editor_id, opacity, brush_open], outputs=outputs, api_visibility="private"
     )  # a refresh comes back to the sample it showed, with its unsaved edits
-    sample.input(on_sample, inputs=[sample, editor_id, opacity, brush_open], outputs=outputs, api_name="annotate_open",
+    sample.input(with_notice_row(on_sample), inputs=[sample, editor_id, opacity, brush_open], outputs=outputs, api_name="annotate_open",
                  concurrency_limit=4)  # fmt: skip
     sample_state.change(lambda sid: sid, inputs=sample_state, outputs=last_sample, api_visibility="private")
     new_class.change(lambda c: BoxAnnotator(label_list=[c] + [n for n in object_classes if n != c]),
@@ -636,46 +656,37 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> AnnotateContro
     for name, control in controls.items():
         control.change(_param_setter(name), inputs=[params_state, control], outputs=params_state,
                        api_visibility="private")  # fmt: skip
-    annotator.change(on_boxes, inputs=[*base, annotator, new_class, method, auto_refine, params_state], outputs=outputs,
+    annotator.change(with_notice_row(on_boxes), inputs=[*base, annotator, new_class, method, auto_refine, params_state], outputs=outputs,
                      trigger_mode="always_last", api_name="annotate_boxes", show_progress="minimal", **refine_kwargs)  # fmt: skip
-    refine_all.click(_wrapped(editing(on_refine_all)), inputs=[*base, method, params_state], outputs=outputs, **refine_kwargs)
-    refine_one.click(_wrapped(editing(on_refine_one)), inputs=[*base, box_pick, method, params_state], outputs=outputs,
+    refine_all.click(with_notice_row(editing(on_refine_all)), inputs=[*base, method, params_state], outputs=outputs, **refine_kwargs)
+    refine_one.click(with_notice_row(editing(on_refine_one)), inputs=[*base, box_pick, method, params_state], outputs=outputs,
                      **refine_kwargs)  # fmt: skip
-    set_class.click(_wrapped(editing(on_set_class)), inputs=[*base, box_pick, box_class], outputs=outputs)
+    set_class.click(with_notice_row(editing(on_set_class)), inputs=[*base, box_pick, box_class], outputs=outputs)
     box_pick.input(on_box_pick, inputs=[box_pick, sample_state, editor_id], outputs=box_class, api_visibility="private")
-    undo.click(_wrapped(editing(lambda s: s.undo())), inputs=base, outputs=outputs)
-    redo.click(_wrapped(editing(lambda s: s.redo())), inputs=base, outputs=outputs)
-    clear_edits.click(_wrapped(editing(lambda s: s.clear_edits())), inputs=base, outputs=outputs)
+    undo.click(with_notice_row(editing(lambda s: s.undo())), inputs=base, outputs=outputs)
+    redo.click(with_notice_row(editing(lambda s: s.redo())), inputs=base, outputs=outputs)
+    clear_edits.click(with_notice_row(editing(lambda s: s.clear_edits())), inputs=base, outputs=outputs)
     for label, op in TOUCH_UPS.items():
-        touch_buttons[label].click(_wrapped(editing(on_touch(op))), inputs=[*base, size, min_area], outputs=outputs)
-    apply_brush.click(_wrapped(editing(on_brush)), inputs=[*base, editor, brush_value], outputs=outputs)
+        touch_buttons[label].click(with_notice_row(editing(on_touch(op))), inputs=[*base, size, min_area], outputs=outputs)
+    apply_brush.click(with_notice_row(editing(on_brush)), inputs=[*base, editor, brush_value], outputs=outputs)
     option_inputs = [*base, overlap, ignore_band, rest]
-    overlap.input(_wrapped(editing(on_options)), inputs=option_inputs, outputs=outputs)
-    ignore_band.release(_wrapped(editing(on_options)), inputs=option_inputs, outputs=outputs)
-    rest.input(_wrapped(editing(on_options)), inputs=option_inputs, outputs=outputs)
+    overlap.input(with_notice_row(editing(on_options)), inputs=option_inputs, outputs=outputs)
+    ignore_band.release(with_notice_row(editing(on_options)), inputs=option_inputs, outputs=outputs)
+    rest.input(with_notice_row(editing(on_options)), inputs=option_inputs, outputs=outputs)
     opacity.release(on_opacity, inputs=[sample_state, editor_id, opacity], outputs=annotator, api_visibility="private")
-    save.click(on_save, inputs=base, outputs=outputs, api_name="annotate_save")
-    reload_theirs.click(on_reload, inputs=base, outputs=outputs)
-    overwrite.click(_resolving(on_save, "overwrite"), inputs=base, outputs=outputs)
-    save_copy.click(_resolving(on_save, "copy"), inputs=base, outputs=outputs)
-    discard_draft.click(on_discard, inputs=base, outputs=outputs)
-    dismiss.click(lambda: "", outputs=notice, api_visibility="private")
+    save.click(with_notice_row(on_save), inputs=base, outputs=outputs, api_name="annotate_save")
+    reload_theirs.click(with_notice_row(on_reload), inputs=base, outputs=outputs)
+    overwrite.click(with_notice_row(_resolving(on_save, "overwrite")), inputs=base, outputs=outputs)
+    save_copy.click(with_notice_row(_resolving(on_save, "copy")), inputs=base, outputs=outputs)
+    discard_draft.click(with_notice_row(on_discard), inputs=base, outputs=outputs)
+    dismiss.click(lambda: ("", gr.Row(visible=False)), outputs=[notice, notice_row], api_visibility="private")
     brush_box.expand(on_brush_open, inputs=[sample_state, editor_id], outputs=[brush_open, editor], api_visibility="private")
     brush_box.collapse(lambda: False, outputs=brush_open, api_visibility="private")
-    live.change(on_live, inputs=base, outputs=outputs, show_progress="hidden", api_visibility="private")
+    live.change(with_notice_row(on_live), inputs=base, outputs=outputs, show_progress="hidden", api_visibility="private")
     compare_button.click(shows_errors(on_compare), inputs=[sample_state, editor_id, compare_methods_box, params_state],
                          outputs=[compare_gallery, compare_table], **refine_kwargs)  # fmt: skip
     demo.unload(on_unload)
     return controller
-
-
-def _wrapped(handler):
-    """Give a handler ``(sample_id, editor, alpha, brush, *args)`` the request Gradio injects by annotation."""
-
-    def event(sample_id, browser, alpha, brush, *args, request: gr.Request):
-        return handler(sample_id, browser, alpha, brush, request, *args)
-
-    return event
 
 
 def _resolving(on_save, choice: str):

@@ -18,6 +18,7 @@ from pathlib import Path
 from core.errors import InvalidInput
 
 HISTORY_DIR = Path(".segstudio") / "history"
+STALE_TMP_S = 600  # a temporary file this old was left by a killed writer (a live one finishes in seconds)
 
 
 def _default_file_mode() -> int:
@@ -38,6 +39,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -51,6 +53,21 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(path: Path, max_age_s: float = STALE_TMP_S) -> list[Path]:
+    """Delete this module's own temporary files for ``path`` (``.<name>.<random>.tmp``) that a killed
+    writer left behind more than ``max_age_s`` seconds ago; returns what was removed."""
+    removed = []
+    now = time.time()
+    for candidate in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):
+        try:
+            if now - candidate.stat().st_mtime > max_age_s:
+                candidate.unlink()
+                removed.append(candidate)
+        except OSError:
+            continue
+    return removed
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -97,7 +114,7 @@ def previous_versions(root: Path, path: Path) -> list[Path]:
     folder = history_folder(root, path)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and "__" in p.name)
+    return sorted(p for p in folder.iterdir() if p.is_file() and "__" in p.name and not p.name.startswith("."))
 
 
 def write_with_history(root: Path, path: Path, write: Callable[[Path], None]) -> Path | None:

@@ -21,6 +21,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import threading
@@ -47,6 +48,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 CONFLICT_CHOICES = ("reload", "overwrite", "copy")
+_READ_ONLY_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS)
 RESCAN_INTERVAL_S = 1.0
 
 
@@ -634,11 +636,13 @@ class DatasetStore:
             if boxes is not None and self._boxes_differ(sample, boxes):
                 kept.append(layouts.save_sample_boxes(self._dataset, sample, boxes))
                 written.append(layouts.boxes_path_for(self._dataset, sample))
-        except PermissionError as exc:
+        except OSError as exc:
+            if exc.errno not in _READ_ONLY_ERRORS:
+                raise
             raise InvalidInput(
                 f"cannot write in {self.root} ({exc.strerror}: {exc.filename}); the dataset folder is "
-                "read-only. Nothing was lost: your edits are kept as a draft; save a copy elsewhere or "
-                "make the folder writable"
+                "read-only. Nothing was lost: your edits are kept as a draft; make the folder writable, or "
+                "export elsewhere"
             ) from None
         if written:
             self.refresh(force=True)
@@ -673,7 +677,9 @@ class DatasetStore:
         image_path = sample.image_path.with_name(Path(new_id).name + sample.image_path.suffix)
         try:
             atomic_write(image_path, lambda tmp: shutil.copyfile(sample.image_path, tmp))
-        except PermissionError as exc:
+        except OSError as exc:
+            if exc.errno not in _READ_ONLY_ERRORS:
+                raise
             raise InvalidInput(f"cannot write in {self.root} ({exc.strerror}); the dataset folder is read-only") from None
         copy = Sample(new_id, image_path, None, [], sample.split, sample.size)
         if label_map is None:

@@ -15,7 +15,7 @@ def tree_digest(root: Path) -> dict[str, str]:
     """Relative path -> SHA-1 of every file under ``root`` (folders included as entries, so new empty
     folders count as changes too)."""
     out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _, filenames in os.walk(root):
         rel = os.path.relpath(dirpath, root)
         out[f"{rel}/"] = "dir"
         for name in filenames:

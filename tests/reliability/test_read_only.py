@@ -12,7 +12,6 @@ import subprocess
 import pytest
 
 from core.errors import InvalidInput
-from core.store import DatasetStore
 from core.types import Box
 from studio.app import StudioConfig, build_app
 from studio.tabs.dataset import class_filter_choices, gallery_page, render_sample

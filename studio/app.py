@@ -69,11 +69,15 @@ def build_app(config: StudioConfig) -> gr.Blocks:
     with gr.Blocks(title="SegStudio", delete_cache=CACHE_SWEEP) as demo:
         header = gr.Markdown(header_markdown(ctx), elem_id="studio-header")
         live = gr.State(store.version)
+        # the secret persists in the workspace, so a browser is recognised (and finds its drafts) after a restart
+        secret = browser_secret(workspace.cache_root)
+        editor_id = gr.BrowserState(None, storage_key="segstudio-editor", secret=secret)
+        last_sample = gr.BrowserState(None, storage_key="segstudio-annotate-sample", secret=secret)
         with gr.Tabs():
             with gr.Tab("Dataset", id="dataset"):
                 dataset_tab.build(ctx, demo, live)
             with gr.Tab("Annotate", id="annotate"):
-                demo.annotate = annotate_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
+                demo.annotate = annotate_tab.build(ctx, demo, live, editor_id, last_sample)  # type: ignore[attr-defined]
             with gr.Tab("Label maps", id="labels"):
                 demo.labels = labels_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
             with gr.Tab("Priors", id="priors"):
@@ -87,6 +91,26 @@ def build_app(config: StudioConfig) -> gr.Blocks:
     return demo
 
 
+def browser_secret(folder) -> str:
+    """The key the browsers' stored editor ids are encrypted with, made once per workspace."""
+    import secrets
+    from pathlib import Path
+
+    from core.io.atomic import atomic_write_text
+
+    path = Path(folder) / "browser-secret"
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        value = secrets.token_hex(16)
+        try:
+            atomic_write_text(path, value)
+        except OSError:
+            pass  # an unwritable workspace: ids last as long as this server
+        return value
+
+
+
 def _wire_live_updates(ctx: StudioContext, demo: gr.Blocks, live: gr.State, header: gr.Markdown) -> None:
     """Every few seconds an open page asks the store whether the dataset changed (a save in another tab or
     browser, a file changed by another program); when it did, ``live`` changes and every tab refreshes."""
@@ -96,7 +120,7 @@ def _wire_live_updates(ctx: StudioContext, demo: gr.Blocks, live: gr.State, head
         return ctx.store.version if ctx.store.version != seen else gr.skip()
 
     timer = gr.Timer(LIVE_CHECK_S)
-    timer.tick(check, inputs=live, outputs=live, show_progress="hidden", queue=False, api_visibility="private")
+    timer.tick(check, inputs=live, outputs=live, show_progress="hidden", concurrency_limit=None, api_visibility="private")
     live.change(lambda: header_markdown(ctx), outputs=header, show_progress="hidden", api_visibility="private")
 
 

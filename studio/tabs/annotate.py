@@ -117,13 +117,10 @@ class AnnotateController:
         session = AnnotationSession(data.image, self.classes, data.sample.boxes, base=data.label_map,
                                     refiner=self.refiner, revision=data.revision)  # fmt: skip
         session.label_problem = data.label_problem  # type: ignore[attr-defined]
-        session.restored_at = None  # type: ignore[attr-defined]
         draft = self.store.drafts.load(editor, sample_id)
         if draft is not None:
             try:
                 session.restore_draft(draft)
-                info = self.store.drafts.info(editor, sample_id)
-                session.restored_at = info.saved_at if info else time.time()  # type: ignore[attr-defined]
             except (InvalidInput, KeyError, TypeError, ValueError):
                 self.store.drafts.drop(editor, sample_id)
         return session
@@ -288,16 +285,21 @@ def _notice(text: str, kind: str = "info") -> str:
     return f"<div class='notice notice-{kind}'>{icon} {text}</div>"
 
 
-def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> AnnotateController:
-    """Lay out the Annotate tab and wire its events."""
+def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.BrowserState,
+          last_sample: gr.BrowserState) -> AnnotateController:  # fmt: skip
+    """Lay out the Annotate tab and wire its events.
+
+    Args:
+        live: the page's dataset version (changes when the dataset does).
+        editor_id, last_sample: kept in the browser (made outside the tabs: a browser state inside a tab that
+            is not shown first is not read at page load): the editor's id and the sample it had open.
+    """
     controller = AnnotateController(ctx)
     object_classes = controller.object_classes()
     default_class = "person" if "person" in object_classes else object_classes[0]
     sample_state = gr.State(None)
     params_state = gr.State({})
     brush_open = gr.State(False)
-    editor_id = gr.BrowserState(None, storage_key="segstudio-editor")
-    last_sample = gr.BrowserState(None, storage_key="segstudio-annotate-sample")
 
     with gr.Row():
         sample = gr.Dropdown(choices=ctx.store.ids, value=None, label="Sample", elem_id="annotate-sample", scale=2)
@@ -463,18 +465,19 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> AnnotateContro
 
         return handler
 
-    def opened_notes(session: AnnotationSession, sample_id: str) -> str:
+    def opened_notes(session: AnnotationSession, sample_id: str, who: str) -> str:
         notes = []
         problem = getattr(session, "label_problem", None)
         if problem:
             notes.append(_notice(f"The saved label map cannot be used: {html.escape(problem)}. The image is open; "
                                  "draw the boxes again and save to replace it (the bad file is kept in history).", "warning"))  # fmt: skip
-        restored = getattr(session, "restored_at", None)
-        if restored:
-            when = time.strftime("%H:%M:%S", time.localtime(restored))
+        if session.dirty:  # reopened after a refresh, a closed tab or a restart: the edits are offered back
+            info = controller.store.drafts.info(who, sample_id)
+            when = time.strftime("%H:%M:%S", time.localtime(info.saved_at)) if info else "this session"
             moved = session.revision != controller.store.revision(sample_id)
             extra = " The sample was saved elsewhere since; saving will ask what to do." if moved else ""
-            notes.append(_notice(f"Restored your unsaved edits from {when} ({len(session.history) - 1} steps).{extra}"))
+            notes.append(_notice(f"Restored your unsaved edits ({len(session.history) - 1} steps, last change "
+                                 f"{when}). Save them, or discard them with the button below.{extra}"))  # fmt: skip
         if not session.labelled and not problem:
             notes.append(_notice("This image has no label map yet: pixels no mask covers are unknown (255), not "
                                  "background, unless you choose otherwise under Options."))  # fmt: skip
@@ -488,7 +491,7 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> AnnotateContro
             with controller.lock(who, sample_id):
                 session = controller.session(who, sample_id)
                 return view(session, sample_id, alpha, brush, {
-                    sample_state: sample_id, notice: opened_notes(session, sample_id), saved: "",
+                    sample_state: sample_id, notice: opened_notes(session, sample_id, who), saved: "",
                     conflict_box: gr.Group(visible=False), overlap: session.overlap, ignore_band: session.ignore_band,
                     rest: session.rest})  # fmt: skip
         except StudioError as exc:

@@ -87,6 +87,12 @@ def build_app(config: StudioConfig) -> gr.Blocks:
             with gr.Tab("Models", id="models"):
                 models_tab.build(ctx, demo)
         _wire_live_updates(ctx, demo, live, header)
+        per_session = (demo.priors.cache, demo.labels.previews, demo.generate.per_session)  # type: ignore[attr-defined]
+
+        def forget_session(request: gr.Request) -> None:
+            _forget_session(per_session, request)
+
+        demo.unload(forget_session)
     demo.studio_context = ctx  # type: ignore[attr-defined]
     return demo
 
@@ -109,6 +115,12 @@ def browser_secret(folder) -> str:
             pass  # an unwritable workspace: ids last as long as this server
         return value
 
+
+
+def _forget_session(stores, request: gr.Request) -> None:
+    """A tab closed: free the previews and caches the other tabs kept for it."""
+    for store in stores:
+        store.drop(getattr(request, "session_hash", None))
 
 
 def _wire_live_updates(ctx: StudioContext, demo: gr.Blocks, live: gr.State, header: gr.Markdown) -> None:

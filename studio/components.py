@@ -20,6 +20,44 @@ from PIL import Image
 
 from core.io.atomic import atomic_write
 
+PREVIEW_DIR = "segstudio-previews"
+PREVIEWS_KEPT = 3
+
+
+def _safe_name(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:20]
+
+
+def write_preview(image: np.ndarray, folder: Path, keep: int = PREVIEWS_KEPT, quality: int = 90) -> str:
+    """Write ``image`` (``H x W x 3 uint8``) as ``folder/<content hash>.jpg`` (once, atomically) and delete the
+    folder's previews beyond the newest ``keep``; returns the path."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    data = buffer.getvalue()
+    path = Path(folder) / f"{hashlib.sha256(data).hexdigest()[:32]}.jpg"
+    if path.is_file():
+        os.utime(path)
+    else:
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    _keep_newest(Path(folder), keep)
+    return str(path)
+
+
+def _keep_newest(folder: Path, keep: int) -> None:
+    try:
+        files = sorted(folder.glob("*.jpg"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    except OSError:
+        return
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
+
+
+def forget_previews(cache_dir: str | Path, owner: str) -> None:
+    """Delete the preview folder of an editing session that has ended."""
+    import shutil
+
+    shutil.rmtree(Path(cache_dir) / PREVIEW_DIR / _safe_name(owner), ignore_errors=True)
+
 
 class BoxesOverImage(GradioModel):
     """The annotator's data: the image is optional on the way in (API clients send boxes only)."""
@@ -44,19 +82,11 @@ class BoxAnnotator(image_annotator):
             return None
         return {"image": None, "boxes": [_box(raw) for raw in payload.boxes], "orientation": payload.orientation}
 
-    def preview_file(self, image: np.ndarray, quality: int = 90) -> str:
-        """Write ``image`` (``H x W x 3 uint8``) as a JPEG into Gradio's cache under a name derived from its
-        content (written once, atomically; an existing copy is only touched so the cache sweep keeps it)."""
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-        data = buffer.getvalue()
-        digest = hashlib.sha256(data).hexdigest()[:32]
-        path = Path(self.GRADIO_CACHE) / "segstudio" / digest / "annotate.jpg"
-        if path.is_file():
-            os.utime(path)
-        else:
-            atomic_write(path, lambda tmp: tmp.write_bytes(data))
-        return str(path)
+    def preview_file(self, image: np.ndarray, owner: str = "shared", keep: int = PREVIEWS_KEPT) -> str:
+        """Write ``image`` (``H x W x 3 uint8``) as a JPEG into Gradio's cache, in a folder of the ``owner``
+        (one editing session) under a name derived from its content: written once, atomically, never
+        rewritten. Only the owner's newest ``keep`` previews stay (older ones were already shown)."""
+        return write_preview(image, Path(self.GRADIO_CACHE) / PREVIEW_DIR / _safe_name(owner), keep)
 
     def postprocess(self, value: dict | None) -> BoxesOverImage | None:
         if value is None or not isinstance(value.get("image"), str):

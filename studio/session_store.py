@@ -62,27 +62,31 @@ class SessionStore:
             if not self.keep(items[key]):
                 del items[key]
 
-    def drop(self, session: str | None) -> None:
-        """Free everything of one session (called when its browser tab closes)."""
+    def drop(self, session: str | None) -> list[tuple[str, Any]]:
+        """Free everything of one session (called when its browser tab closes); returns ``(key, object)``
+        of what was freed."""
         with self._lock:
-            self._data.pop(session or ANONYMOUS, None)
+            items = self._data.pop(session or ANONYMOUS, OrderedDict())
             self._used.pop(session or ANONYMOUS, None)
+        return list(items.items())
 
     def discard(self, session: str | None, key: str) -> None:
         """Forget one object of a session."""
         with self._lock:
             self._data.get(session or ANONYMOUS, OrderedDict()).pop(key, None)
 
-    def drop_idle(self, max_idle_s: float) -> int:
+    def drop_idle(self, max_idle_s: float) -> list[tuple[str, str, Any]]:
         """Free the sessions not used for ``max_idle_s`` seconds (API clients never say goodbye); returns
-        how many were freed."""
+        ``(session, key, object)`` of what was freed."""
         now = time.monotonic()
+        freed = []
         with self._lock:
             idle = [s for s, used in self._used.items() if now - used > max_idle_s]
             for session in idle:
-                self._data.pop(session, None)
+                items = self._data.pop(session, OrderedDict())
                 self._used.pop(session, None)
-        return len(idle)
+                freed += [(session, key, value) for key, value in items.items()]
+        return freed
 
     def sessions(self) -> list[str]:
         with self._lock:

@@ -103,7 +103,8 @@ def keep_previous_version(root: Path, path: Path) -> Path | None:
         return None
     folder = history_folder(root, path)
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time_ns() % 1_000_000_000:09d}"
+    now_ns = time.time_ns()  # one reading: seconds and fraction from the same instant, so names sort in time order
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_ns // 1_000_000_000)) + f"{now_ns % 1_000_000_000:09d}"
     target = folder / f"{stamp}__{path.name}"
     atomic_write(target, lambda tmp: shutil.copyfile(path, tmp))
     return target

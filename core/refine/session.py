@@ -385,7 +385,8 @@ class AnnotationSession:
         chosen = range(len(entries)) if numbers is None else [self._index_of(n) for n in numbers]
         for index in chosen:
             entries[index] = self._refined_entry(entries[index], entries[index].box, settings)
-            self.focus = entries[index].number
+        if numbers is not None and numbers:
+            self.focus = int(numbers[-1])
         what = "all boxes" if numbers is None else ", ".join(f"#{n}" for n in numbers)
         return self._push(entries, self.overrides, f"refine {what} ({settings.resolved_method})")
 

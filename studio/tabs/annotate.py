@@ -31,7 +31,7 @@ from core.refine.session import REST_CHOICES, AnnotationSession
 from core.store import SaveConflict
 from core.types import Box, ClassSet
 from core.viz import overlay
-from studio.components import BoxAnnotator
+from studio.components import BoxAnnotator, forget_previews
 from studio.errors import shows_errors
 from studio.session_store import SessionStore
 from studio.tabs.dataset import sample_legend
@@ -44,7 +44,8 @@ ERASE = "erase (background)"
 IGNORE = "ignore (255)"
 CLASSIC_METHODS = ["auto", "grabcut-fast", "grabcut", "grabcut+crf", "densecrf"]
 DISPLAY_MAX_SIDE = 1280  # the annotator shows larger images downscaled (boxes are converted both ways)
-IDLE_S = 60.0  # editing sessions unused this long leave memory (their drafts stay in the workspace)
+IDLE_S = 40.0  # editing sessions unused this long leave memory (their drafts stay in the workspace)
+SWEEP_S = 10.0  # how often idle sessions are looked for
 REST_LABELS = {"unknown": "unknown (255, ignored in training)", "background": "background (0)"}
 
 
@@ -70,6 +71,23 @@ class AnnotateController:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.annotator: BoxAnnotator | None = None
+        self._sweeper: threading.Thread | None = None
+
+    def start_sweeping(self) -> None:
+        """Free idle sessions in the background (API clients and crashed browsers never say goodbye)."""
+        if self._sweeper is not None:
+            return
+
+        def sweep() -> None:
+            while True:
+                time.sleep(SWEEP_S)
+                try:
+                    self.free_idle()
+                except Exception:  # noqa: BLE001 - the sweeper must outlive any one failure
+                    continue
+
+        self._sweeper = threading.Thread(target=sweep, name="segstudio-annotate-sweeper", daemon=True)
+        self._sweeper.start()
 
     @property
     def store(self):
@@ -107,15 +125,29 @@ class AnnotateController:
         if not sample_id:
             raise InvalidInput("pick a sample first")
         self.store.get(sample_id)
-        if self.sessions.drop_idle(IDLE_S):
-            _release_memory()
+        self.free_idle()
         return self.sessions.get(editor, sample_id, lambda: self.open(editor, sample_id))
+
+    def free_idle(self) -> None:
+        """Drop sessions unused for a while (their drafts stay on disk) with their preview files."""
+        dropped = self.sessions.drop_idle(IDLE_S)
+        for editor, sample_id, _ in dropped:
+            forget_previews(self._annotator().GRADIO_CACHE, f"{editor}|{sample_id}")
+        if dropped:
+            _release_memory()
+
+    def drop_editor(self, editor: str | None) -> None:
+        """Free an editor's sessions and preview files (its drafts stay)."""
+        for sample_id, _ in self.sessions.drop(editor):
+            forget_previews(self._annotator().GRADIO_CACHE, f"{editor}|{sample_id}")
+        _release_memory()
 
     def open(self, editor: str, sample_id: str) -> AnnotationSession:
         """A session on the sample as saved, with the editor's draft restored when there is one."""
         data = self.store.read(sample_id)
         session = AnnotationSession(data.image, self.classes, data.sample.boxes, base=data.label_map,
                                     refiner=self.refiner, revision=data.revision)  # fmt: skip
+        session.preview_owner = f"{editor}|{sample_id}"  # type: ignore[attr-defined]
         session.label_problem = data.label_problem  # type: ignore[attr-defined]
         draft = self.store.drafts.load(editor, sample_id)
         if draft is not None:
@@ -128,6 +160,7 @@ class AnnotateController:
     def forget(self, editor: str, sample_id: str, *, drop_draft: bool = True) -> None:
         """Discard the editor's session (and draft) on a sample; the next use opens it from disk."""
         self.sessions.discard(editor, sample_id)
+        forget_previews(self._annotator().GRADIO_CACHE, f"{editor}|{sample_id}")
         if drop_draft:
             self.store.drafts.drop(editor, sample_id)
 
@@ -189,7 +222,7 @@ class AnnotateController:
 
                 size = (max(1, round(view.shape[1] * scale)), max(1, round(view.shape[0] * scale)))
                 view = np.asarray(Image.fromarray(view).resize(size, Image.Resampling.BILINEAR))
-            path = self._annotator().preview_file(view)
+            path = self._annotator().preview_file(view, owner=session.preview_owner)
             previews.clear()  # one preview per session: the newest
             previews[key] = path
         boxes = []
@@ -642,9 +675,9 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
         return on_sample(sample_id, browser, alpha, brush, request) if sample_id else {status: gr.skip()}
 
     def on_unload(request: gr.Request):
-        # API clients and closed tabs: free the Gradio session's sessions (drafts stay on disk)
-        controller.sessions.drop(getattr(request, "session_hash", None))
-        _release_memory()
+        # a closed tab: free what its session held (drafts stay on disk); editors known by browser id are
+        # freed when idle instead, since another tab of the same browser may still use them
+        controller.drop_editor(getattr(request, "session_hash", None))
 
     base = [sample_state, editor_id, opacity, brush_open]
     refine_kwargs = {"concurrency_id": "refine", "concurrency_limit": 2}
@@ -689,6 +722,7 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
     compare_button.click(shows_errors(on_compare), inputs=[sample_state, editor_id, compare_methods_box, params_state],
                          outputs=[compare_gallery, compare_table], **refine_kwargs)  # fmt: skip
     demo.unload(on_unload)
+    controller.start_sweeping()
     return controller
 
 

@@ -1,0 +1,230 @@
+"""Annotate under load: N people refining boxes at once against one studio, over Gradio's API.
+
+    python benchmarks/load.py [--levels 1,2,4,8] [--rounds 5] [--settle 60] [--json]
+
+Starts the studio on a copy of the bundled samples (loopback only), then for each level runs N concurrent
+``gradio_client`` sessions; each opens a sample (the four samples in turn) and refines ``--rounds`` new boxes
+of its own, one at a time, waiting for each reply. Prints per level the p50 / p95 / max latency of a refine
+round trip (request to reply, the preview image included), its ratio to one session and to the bare compute
+of the same boxes (the same refiner, warm, in this process), the sample-open latency, and errors. Then closes
+every session and reports the server's memory (idle after start, idle after a warm-up box, after the load,
+``--settle`` seconds after the last session closed) and the size of Gradio's cache folder.
+
+Targets (issue "Annotate under real use"): one session <= 2x the bare compute; 8 sessions p95 <= 0.8 s;
+0 errors in >= 1,000 box events; memory within 50 MB of idle after close; the cache bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.browser import free_port, wait_for_http  # noqa: E402
+
+SAMPLES = ("astronaut", "chelsea", "coffee", "grace_hopper")
+SIZES = {"astronaut": (512, 512), "chelsea": (300, 451), "coffee": (400, 600), "grace_hopper": (600, 512)}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def rss_mb(pid: int) -> float:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def folder_size(path: Path) -> tuple[int, float]:
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+    return len(files), sum(p.stat().st_size for p in files) / 2**20
+
+
+def unique_box(rng: random.Random, sample: str) -> dict:
+    """A box of 60-160 px somewhere in the sample, never drawn before (positions are random)."""
+    height, width = SIZES[sample]
+    w, h = rng.randint(60, 160), rng.randint(60, 160)
+    x0, y0 = rng.randint(0, width - w - 1), rng.randint(0, height - h - 1)
+    return {"xmin": x0, "ymin": y0, "xmax": x0 + w, "ymax": y0 + h, "label": "dog"}
+
+
+class User:
+    """One session: opens a sample, then refines new boxes one at a time."""
+
+    def __init__(self, url: str, index: int, seed: int):
+        from gradio_client import Client
+
+        self.client = Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix="segstudio-load-"))
+        self.sample = SAMPLES[index % len(SAMPLES)]
+        self.rng = random.Random(seed)
+        self.boxes: list[dict] = []
+        self.open_s: list[float] = []
+        self.refine_s: list[float] = []
+        self.errors: list[str] = []
+        self.drawn: list[dict] = []
+
+    def run(self, rounds: int) -> None:
+        try:
+            start = time.perf_counter()
+            result = self.client.predict(self.sample, 0.5, api_name="/annotate_open")
+            self.open_s.append(time.perf_counter() - start)
+            self.boxes = list(result[0]["boxes"]) if result and result[0] else []
+        except Exception as exc:  # noqa: BLE001 - every failure is counted, whatever it is
+            self.errors.append(f"open: {type(exc).__name__}: {exc}")
+            return
+        for _ in range(rounds):
+            box = unique_box(self.rng, self.sample)
+            boxes = [*self.boxes, box]
+            start = time.perf_counter()
+            try:
+                result = self.client.predict(0.5, {"image": None, "boxes": boxes}, "dog", "auto", True,
+                                             api_name="/annotate_boxes")  # fmt: skip
+                self.refine_s.append(time.perf_counter() - start)
+                self.boxes = list(result[0]["boxes"]) if result and result[0] else boxes
+                self.drawn.append(box)
+                if len(self.boxes) != len(boxes):
+                    self.errors.append(f"refine: expected {len(boxes)} boxes back, got {len(self.boxes)}")
+            except Exception as exc:  # noqa: BLE001
+                self.errors.append(f"refine: {type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+
+
+def bare_compute(users: list[User], data: Path) -> list[float]:
+    """Seconds per box of the same boxes refined in this process by a warm refiner (the cut alone)."""
+    from core.refine.refiner import BoxRefiner, RefineSettings
+    from core.store import DatasetStore
+    from core.types import Box
+
+    store = DatasetStore(data, cache_dir=Path(tempfile.mkdtemp()))
+    refiner = BoxRefiner()
+    images = {s: store.image(s) for s in SAMPLES}
+    for sample, image in images.items():
+        refiner.refine(image, Box(10, 10, 60, 60, 12), RefineSettings("auto"))  # warm: image prepared
+    seconds = []
+    for user in users:
+        for raw in user.drawn:
+            box = Box(raw["xmin"], raw["ymin"], raw["xmax"], raw["ymax"], 12)
+            start = time.perf_counter()
+            refiner.refine(images[user.sample], box, RefineSettings("auto"))
+            seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def run_level(url: str, sessions: int, rounds: int, seed: int) -> list[User]:
+    users = [User(url, i, seed * 100 + i) for i in range(sessions)]
+    threads = [threading.Thread(target=u.run, args=(rounds,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return users
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", default="1,2,4,8", help="concurrent sessions per level")
+    parser.add_argument("--rounds", type=int, default=5, help="boxes each session refines per level")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each level (more box events)")
+    parser.add_argument("--settle", type=float, default=60.0, help="seconds to wait after the last session closes")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    args = parser.parse_args()
+    levels = [int(n) for n in args.levels.split(",")]
+
+    work = Path(tempfile.mkdtemp(prefix="segstudio-load-"))
+    data, workspace = work / "samples", work / "ws"
+    shutil.copytree(ROOT / "assets" / "samples", data)
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    log = open(work / "server.log", "w")  # noqa: SIM115
+    server = subprocess.Popen([sys.executable, "launch.py", "--data", str(data), "--workspace", str(workspace),
+                               "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    report: dict = {"levels": []}
+    try:
+        wait_for_http(url, timeout=120, process=server)
+        time.sleep(2)
+        report["memory_idle_start_mb"] = round(rss_mb(server.pid), 1)
+        warm = run_level(url, 1, 1, seed=999)
+        for user in warm:
+            user.close()
+        time.sleep(2)
+        report["memory_idle_warm_mb"] = round(rss_mb(server.pid), 1)
+        all_users: list[User] = []
+        single_p50 = None
+        for sessions in levels:
+            users = []
+            for repeat in range(args.repeat):
+                users += run_level(url, sessions, args.rounds, seed=sessions * 10 + repeat)
+            all_users += users
+            refine = [s for u in users for s in u.refine_s]
+            opened = [s for u in users for s in u.open_s]
+            errors = [e for u in users for e in u.errors]
+            bare = bare_compute(users, data)
+            row = {
+                "sessions": sessions, "box_events": len(refine) + len(errors),
+                "p50_s": round(statistics.median(refine), 3) if refine else None,
+                "p95_s": round(percentile(refine, 95), 3) if refine else None,
+                "max_s": round(max(refine), 3) if refine else None,
+                "open_p50_s": round(statistics.median(opened), 3) if opened else None,
+                "bare_p50_s": round(statistics.median(bare), 3) if bare else None, "errors": len(errors),
+                "error_examples": errors[:3],
+            }  # fmt: skip
+            if row["p50_s"] is not None:
+                single_p50 = single_p50 or row["p50_s"]
+                row["vs_one_session"] = round(row["p50_s"] / single_p50, 2)
+                row["vs_bare"] = round(row["p50_s"] / row["bare_p50_s"], 2) if row["bare_p50_s"] else None
+            row["memory_mb"] = round(rss_mb(server.pid), 1)
+            report["levels"].append(row)
+            print(f"{sessions} session(s): {row['box_events']} box events, refine p50 {row['p50_s']} s, p95 "
+                  f"{row['p95_s']} s, max {row['max_s']} s; {row.get('vs_one_session')}x one session, "
+                  f"{row.get('vs_bare')}x the bare cut ({row['bare_p50_s']} s); open p50 {row['open_p50_s']} s; "
+                  f"errors {row['errors']}; server {row['memory_mb']} MB", flush=True)  # fmt: skip
+            for user in users:
+                user.close()
+        report["memory_after_load_mb"] = round(rss_mb(server.pid), 1)
+        time.sleep(args.settle)
+        report["memory_after_close_mb"] = round(rss_mb(server.pid), 1)
+        report["settle_s"] = args.settle
+        files, megabytes = folder_size(workspace / ".gradio")
+        report["gradio_cache_files"], report["gradio_cache_mb"] = files, round(megabytes, 2)
+        report["box_events"] = sum(r["box_events"] for r in report["levels"])
+        report["errors"] = sum(r["errors"] for r in report["levels"])
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+    print(f"memory: idle {report['memory_idle_start_mb']} MB at start, {report['memory_idle_warm_mb']} MB after a "
+          f"warm-up box, {report['memory_after_load_mb']} MB after the load, {report['memory_after_close_mb']} MB "
+          f"{args.settle:.0f} s after every session closed (growth over warm idle: "
+          f"{report['memory_after_close_mb'] - report['memory_idle_warm_mb']:+.1f} MB)")  # fmt: skip
+    print(f"Gradio cache: {report['gradio_cache_files']} files, {report['gradio_cache_mb']} MB; "
+          f"{report['box_events']} box events, {report['errors']} errors")  # fmt: skip
+    if args.json:
+        print(json.dumps(report))
+    return 0 if report["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -117,7 +117,7 @@ def bare_compute(users: list[User], data: Path) -> list[float]:
     store = DatasetStore(data, cache_dir=Path(tempfile.mkdtemp()))
     refiner = BoxRefiner()
     images = {s: store.image(s) for s in SAMPLES}
-    for sample, image in images.items():
+    for image in images.values():
         refiner.refine(image, Box(10, 10, 60, 60, 12), RefineSettings("auto"))  # warm: image prepared
     seconds = []
     for user in users:

@@ -44,9 +44,17 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of the server and its worker processes, MB."""
     import psutil
 
-    return psutil.Process(pid).memory_info().rss / 2**20
+    process = psutil.Process(pid)
+    total = process.memory_info().rss
+    for child in process.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            continue
+    return total / 2**20
 
 
 def folder_size(path: Path) -> tuple[int, float]:
@@ -62,13 +70,82 @@ def unique_box(rng: random.Random, sample: str) -> dict:
     return {"xmin": x0, "ymin": y0, "xmax": x0 + w, "ymax": y0 + h, "label": "dog"}
 
 
-class User:
-    """One session: opens a sample, then refines new boxes one at a time."""
+class BrowserProtocol:
+    """Gradio's queue protocol as the browser speaks it: join the queue, read the session's event stream,
+    then fetch the preview image the reply names (one HTTP connection per session, no polling)."""
 
-    def __init__(self, url: str, index: int, seed: int):
+    def __init__(self, url: str):
+        import uuid
+
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(timeout=120)
+        self.session_hash = uuid.uuid4().hex
+        config = self.http.get(f"{self.url}/config").json()
+        self.elem = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
+        self.fns = {d["api_name"]: (d["id"], d["inputs"]) for d in config["dependencies"] if d.get("api_name")}
+
+    def call(self, api_name: str, values: dict[str, object]) -> list:
+        """Call an event by API name; ``values`` maps input elem ids to values (states are the server's)."""
+        import json as _json
+
+        fn_index, inputs = self.fns[api_name.strip("/")]
+        data = [values.get(self.elem.get(cid) or "", None) for cid in inputs]
+        joined = self.http.post(f"{self.url}/gradio_api/queue/join", json={"data": data, "fn_index": fn_index,
+                                "session_hash": self.session_hash, "event_data": None, "trigger_id": None})  # fmt: skip
+        joined.raise_for_status()
+        event_id = joined.json()["event_id"]
+        with self.http.stream("GET", f"{self.url}/gradio_api/queue/data",
+                              params={"session_hash": self.session_hash}) as stream:  # fmt: skip
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = _json.loads(line[5:])
+                if message.get("event_id") != event_id or message.get("msg") != "process_completed":
+                    continue
+                output = message.get("output") or {}
+                if not message.get("success", False):
+                    raise RuntimeError(output.get("error") or "the event failed")
+                return self._fetch_files(output.get("data") or [])
+        raise RuntimeError("the event stream ended without a result")
+
+    def _fetch_files(self, data: list) -> list:
+        for value in data:
+            image = value.get("image") if isinstance(value, dict) else None
+            if isinstance(image, dict) and image.get("url"):
+                self.http.get(image["url"]).raise_for_status()  # the browser shows the preview: fetch it
+        return data
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class GradioClientProtocol:
+    """``gradio_client.Client`` (it polls its message queue every 50 ms, which adds to every round trip)."""
+
+    def __init__(self, url: str):
         from gradio_client import Client
 
         self.client = Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix="segstudio-load-"))
+
+    def call(self, api_name: str, values: dict[str, object]) -> list:
+        if api_name == "/annotate_open":
+            return self.client.predict(sample_id=values["annotate-sample"], browser=None, alpha=0.5, api_name=api_name)
+        if api_name == "/annotate_boxes":
+            return self.client.predict(browser=None, alpha=0.5, value=values["annotator"], cls=values["annotate-class"],
+                                       meth=values["annotate-method"], auto=True, api_name=api_name)  # fmt: skip
+        return self.client.predict(browser=None, alpha=0.5, api_name=api_name)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class User:
+    """One session: opens a sample, then refines new boxes one at a time."""
+
+    def __init__(self, url: str, index: int, seed: int, protocol: str = "browser"):
+        self.client = (BrowserProtocol if protocol == "browser" else GradioClientProtocol)(url)
         self.sample = SAMPLES[index % len(SAMPLES)]
         self.rng = random.Random(seed)
         self.boxes: list[dict] = []
@@ -80,7 +157,7 @@ class User:
     def run(self, rounds: int) -> None:
         try:
             start = time.perf_counter()
-            result = self.client.predict(self.sample, 0.5, api_name="/annotate_open")
+            result = self.client.call("/annotate_open", {"annotate-sample": self.sample, "annotate-opacity": 0.5})
             self.open_s.append(time.perf_counter() - start)
             self.boxes = list(result[0]["boxes"]) if result and result[0] else []
         except Exception as exc:  # noqa: BLE001 - every failure is counted, whatever it is
@@ -91,8 +168,9 @@ class User:
             boxes = [*self.boxes, box]
             start = time.perf_counter()
             try:
-                result = self.client.predict(0.5, {"image": None, "boxes": boxes}, "dog", "auto", True,
-                                             api_name="/annotate_boxes")  # fmt: skip
+                result = self.client.call("/annotate_boxes", {
+                    "annotate-opacity": 0.5, "annotator": {"image": None, "boxes": boxes}, "annotate-class": "dog",
+                    "annotate-method": "auto", "annotate-auto": True})  # fmt: skip
                 self.refine_s.append(time.perf_counter() - start)
                 self.boxes = list(result[0]["boxes"]) if result and result[0] else boxes
                 self.drawn.append(box)
@@ -129,8 +207,21 @@ def bare_compute(users: list[User], data: Path) -> list[float]:
     return seconds
 
 
-def run_level(url: str, sessions: int, rounds: int, seed: int) -> list[User]:
-    users = [User(url, i, seed * 100 + i) for i in range(sessions)]
+def protocol_floor(url: str, protocol: str, calls: int = 10) -> float:
+    """Median seconds of an event that does nothing (save with no sample open) through the same client: the
+    cost of the round trip itself."""
+    user = User(url, 0, 0, protocol)
+    seconds = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        user.client.call("/annotate_save", {"annotate-opacity": 0.5})
+        seconds.append(time.perf_counter() - start)
+    user.close()
+    return statistics.median(seconds)
+
+
+def run_level(url: str, sessions: int, rounds: int, seed: int, protocol: str) -> list[User]:
+    users = [User(url, i, seed * 100 + i, protocol) for i in range(sessions)]
     threads = [threading.Thread(target=u.run, args=(rounds,)) for u in users]
     for t in threads:
         t.start()
@@ -146,6 +237,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each level (more box events)")
     parser.add_argument("--settle", type=float, default=60.0, help="seconds to wait after the last session closes")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    parser.add_argument("--client", choices=["browser", "gradio_client"], default="browser",
+                        help="speak Gradio's queue protocol as a browser does (default), or use gradio_client")  # fmt: skip
     args = parser.parse_args()
     levels = [int(n) for n in args.levels.split(",")]
 
@@ -163,17 +256,21 @@ def main() -> int:
         wait_for_http(url, timeout=120, process=server)
         time.sleep(2)
         report["memory_idle_start_mb"] = round(rss_mb(server.pid), 1)
-        warm = run_level(url, 1, 1, seed=999)
+        warm = run_level(url, 1, 1, seed=999, protocol=args.client)
         for user in warm:
             user.close()
         time.sleep(2)
         report["memory_idle_warm_mb"] = round(rss_mb(server.pid), 1)
+        report["client"] = args.client
+        report["empty_round_trip_s"] = round(protocol_floor(url, args.client), 4)
+        print(f"client: {args.client}; an event that does nothing takes {report['empty_round_trip_s']} s "
+              "round trip (the floor under every figure below)", flush=True)
         all_users: list[User] = []
         single_p50 = None
         for sessions in levels:
             users = []
             for repeat in range(args.repeat):
-                users += run_level(url, sessions, args.rounds, seed=sessions * 10 + repeat)
+                users += run_level(url, sessions, args.rounds, seed=sessions * 10 + repeat, protocol=args.client)
             all_users += users
             refine = [s for u in users for s in u.refine_s]
             opened = [s for u in users for s in u.open_s]

@@ -207,6 +207,7 @@ ADE20K_COLORS = (
 )  # fmt: skip
 
 BUILTIN_CLASS_SETS = ("voc", "cityscapes", "ade20k")
+_PALETTES: dict[tuple, np.ndarray] = {}  # palettes by class set content (building one takes a Python loop)
 
 
 @dataclass(frozen=True)
@@ -290,10 +291,15 @@ class ClassSet:
     def palette(self) -> np.ndarray:
         """A full 256-entry ``256 x 3 uint8`` palette for palette PNGs: the class colours first, the
         ignore colour at the ignore index, VOC's colour map elsewhere."""
-        pal = voc_colormap(256)
-        pal[: len(self.names)] = self.colors
-        pal[self.ignore_index] = self.ignore_color
-        return pal
+        key = (self.names, self.colors.tobytes(), self.ignore_index, self.ignore_color)
+        cached = _PALETTES.get(key)
+        if cached is None:
+            cached = voc_colormap(256)
+            cached[: len(self.names)] = self.colors
+            cached[self.ignore_index] = self.ignore_color
+            cached.setflags(write=False)
+            _PALETTES[key] = cached
+        return cached.copy()
 
     def to_json(self) -> dict:
         """The ``classes.json`` document for this set."""

@@ -18,7 +18,11 @@ def colorize(label_map: np.ndarray, classes: ClassSet) -> np.ndarray:
     Returns:
         ``H x W x 3 uint8`` RGB.
     """
-    return classes.palette()[np.asarray(label_map, dtype=np.uint8)]
+    import cv2
+
+    palette = classes.palette()
+    labels = np.ascontiguousarray(label_map, dtype=np.uint8)
+    return cv2.merge([cv2.LUT(labels, np.ascontiguousarray(palette[:, c])) for c in range(3)])
 
 
 def overlay(
@@ -57,16 +61,22 @@ def overlay(
             f"label map is {label_map.shape[1]}x{label_map.shape[0]} but the image is "
             f"{image.shape[1]}x{image.shape[0]}; they must be the same size"
         )
-    tint = colorize(label_map, classes).astype(np.float32)
-    alpha = np.full(label_map.shape, float(opacity), dtype=np.float32)
+    import cv2
+
+    tint = colorize(label_map, classes)
+    tinted = np.ones(label_map.shape, dtype=bool)
     if skip_background:
-        alpha[label_map == 0] = 0.0
+        tinted &= label_map != 0
     if skip_ignore:
-        alpha[label_map == classes.ignore_index] = 0.0
+        tinted &= label_map != classes.ignore_index
+    base = np.ascontiguousarray(image, dtype=np.uint8)
+    blended = cv2.addWeighted(base, 1.0 - float(opacity), tint, float(opacity), 0.0)
+    out = base.copy()
+    cv2.copyTo(blended, tinted.view(np.uint8), out)
     if outline:
-        alpha[class_borders(label_map) & (alpha > 0)] = 1.0
-    out = image.astype(np.float32) * (1.0 - alpha[..., None]) + tint * alpha[..., None]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        edge = class_borders(label_map) & tinted
+        cv2.copyTo(tint, edge.view(np.uint8), out)
+    return out
 
 
 def class_borders(label_map: np.ndarray) -> np.ndarray:

@@ -9,14 +9,12 @@ rewrites a file another request may be reading.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 from gradio.data_classes import FileData, GradioModel
 from gradio_image_annotation import image_annotator
-from PIL import Image
 
 from core.io.atomic import atomic_write
 
@@ -31,14 +29,17 @@ def _safe_name(text: str) -> str:
 def write_preview(image: np.ndarray, folder: Path, keep: int = PREVIEWS_KEPT, quality: int = 90) -> str:
     """Write ``image`` (``H x W x 3 uint8``) as ``folder/<content hash>.jpg`` (once, atomically) and delete the
     folder's previews beyond the newest ``keep``; returns the path."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    data = buffer.getvalue()
+    import cv2
+
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"could not encode a {image.shape} preview as JPEG")
+    data = encoded.tobytes()
     path = Path(folder) / f"{hashlib.sha256(data).hexdigest()[:32]}.jpg"
     if path.is_file():
         os.utime(path)
     else:
-        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+        atomic_write(path, lambda tmp: tmp.write_bytes(data), durable=False)
     _keep_newest(Path(folder), keep)
     return str(path)
 

@@ -31,11 +31,12 @@ def _default_file_mode() -> int:
 _NEW_FILE_MODE = _default_file_mode()
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None], *, durable: bool = True) -> None:
     """Call ``write(tmp_path)`` and move the temporary file onto ``path`` atomically.
 
     The temporary file lives in ``path``'s folder (so ``os.replace`` never crosses file systems)
-    and is removed if ``write`` fails.
+    and is removed if ``write`` fails. With ``durable`` the data is flushed to disk before the rename
+    (skip it only for files that are cheap to lose on a power cut, such as drafts and caches).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,8 +46,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         # mkstemp creates 0600 files; give the result the mode the file had, or a new file's mode.
         os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else _NEW_FILE_MODE)
         os.replace(tmp, path)
@@ -75,9 +77,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_write` for ``durable``)."""
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"), durable=durable)
 
 
 def _relative_to_root(root: Path, path: Path) -> Path:

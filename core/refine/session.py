@@ -279,9 +279,11 @@ class AnnotationSession:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
         return border_band(label_map, width) & (cv2.dilate(near, kernel) > 0)
 
-    def _push(self, entries: Sequence[BoxEntry], overrides: np.ndarray, action: str, **options) -> np.ndarray:
+    def _push(self, entries: Sequence[BoxEntry], overrides: np.ndarray | bytes, action: str, **options) -> np.ndarray:
+        """Push a new state; ``overrides`` as an array, or the compressed bytes of an unchanged layer."""
         current = self.current
-        snapshot = Snapshot(tuple(entries), _compress(overrides), None, action,
+        packed = overrides if isinstance(overrides, bytes) else _compress(overrides)
+        snapshot = Snapshot(tuple(entries), packed, None, action,
                             options.get("rest", current.rest), options.get("overlap", current.overlap),
                             options.get("ignore_band", current.ignore_band))  # fmt: skip
         label_map = self._compose(snapshot)
@@ -327,7 +329,7 @@ class AnnotationSession:
             self.focus = entry.number
         if tuple(entries) == self.entries:
             return self.label_map
-        return self._push(entries, self.overrides, "edit boxes")
+        return self._push(entries, self.current.overrides, "edit boxes")
 
     def _match(self, boxes: Sequence[Box]) -> list[BoxEntry | None]:
         """The existing entry each box continues: equal boxes first; then, when as many boxes as entries are
@@ -367,7 +369,7 @@ class AnnotationSession:
             return self.label_map
         entries[index] = self._relabelled(entries[index], label)
         self.focus = int(number)
-        return self._push(entries, self.overrides, f"class of #{number} -> {self.classes.names[label]}")
+        return self._push(entries, self.current.overrides, f"class of #{number} -> {self.classes.names[label]}")
 
     def _index_of(self, number: int) -> int:
         for index, entry in enumerate(self.entries):
@@ -388,7 +390,7 @@ class AnnotationSession:
         if numbers is not None and numbers:
             self.focus = int(numbers[-1])
         what = "all boxes" if numbers is None else ", ".join(f"#{n}" for n in numbers)
-        return self._push(entries, self.overrides, f"refine {what} ({settings.resolved_method})")
+        return self._push(entries, self.current.overrides, f"refine {what} ({settings.resolved_method})")
 
     def set_options(
         self, *, overlap: str | None = None, ignore_band: int | None = None, rest: str | None = None
@@ -410,7 +412,7 @@ class AnnotationSession:
         self.overlap = changes.get("overlap", self.overlap)
         self.ignore_band = changes.get("ignore_band", self.ignore_band)
         self.rest = changes.get("rest", self.rest)
-        return self._push(self.entries, self.overrides, f"options: {described}", **changes)
+        return self._push(self.entries, self.current.overrides, f"options: {described}", **changes)
 
     def _edit(self, edited: np.ndarray, action: str) -> np.ndarray:
         current = self.label_map

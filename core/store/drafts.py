@@ -47,7 +47,7 @@ class DraftStore:
         """Write (replace) the draft of ``sample_id`` by ``owner``."""
         path = self.path(owner, sample_id)
         doc = {"owner": owner, "sample_id": sample_id, "saved_at": time.time(), "payload": payload}
-        atomic_write_text(path, json.dumps(doc))
+        atomic_write_text(path, json.dumps(doc), durable=False)  # atomic; a power cut may lose the last change
         return path
 
     def load(self, owner: str, sample_id: str) -> dict | None:

@@ -26,7 +26,8 @@ from core.refine.compare import compare_methods
 from core.refine.densecrf import DenseCRFParams
 from core.refine.grabcut import GrabCutParams
 from core.refine.methods import METHODS
-from core.refine.refiner import BoxRefiner, RefineSettings
+from core.refine.pool import PooledRefiner
+from core.refine.refiner import RefineSettings
 from core.refine.session import REST_CHOICES, AnnotationSession
 from core.store import SaveConflict
 from core.types import Box, ClassSet
@@ -66,7 +67,7 @@ class AnnotateController:
 
     def __init__(self, ctx: StudioContext):
         self.ctx = ctx
-        self.refiner = BoxRefiner(ctx.registry)
+        self.refiner = PooledRefiner(ctx.registry)  # cuts in worker processes: every core serves people
         self.sessions = SessionStore(per_session=8, keep=lambda s: s.dirty)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()

@@ -11,6 +11,7 @@ import gradio as gr
 
 from core.models import default_registry
 from core.store import open_store
+from studio import gradio_fixes
 from studio.context import StudioConfig, StudioContext
 from studio.tabs import annotate as annotate_tab
 from studio.tabs import dataset as dataset_tab
@@ -63,6 +64,7 @@ def header_markdown(ctx: StudioContext) -> str:
 
 def build_app(config: StudioConfig) -> gr.Blocks:
     """Build the studio's Blocks (not launched). Opening the dataset is the only work done here."""
+    gradio_fixes.apply()
     workspace = config.workspace
     store = open_store(workspace.dataset_root, cache_dir=workspace.cache_root)
     ctx = StudioContext(config, store, config.registry or default_registry())

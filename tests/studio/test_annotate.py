@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -100,3 +102,47 @@ def test_box_picker_lists_every_box_with_its_state(controller):
     assert controller.box_choices(session) == [("#1 cat (0, 0)-(405, 300) · saved pixels", 1)]
     session.refine([1])
     assert controller.box_choices(session)[0][0].endswith("· grabcut-fast")
+
+
+def test_rendered_images_are_written_once_and_never_rewritten(tmp_path):
+    from PIL import Image
+
+    from studio import gradio_fixes
+
+    image = Image.new("RGB", (64, 48), (10, 200, 30))
+    first = gradio_fixes.save_pil_to_cache_once(image, str(tmp_path))
+    inode = os.stat(first).st_ino
+    again = gradio_fixes.save_pil_to_cache_once(image, str(tmp_path))
+    assert again == first and os.stat(again).st_ino == inode  # same file, not rewritten
+    assert Image.open(first).size == (64, 48)
+
+
+def test_concurrent_sessions_on_one_sample_each_get_their_own_result(controller):
+    import threading
+
+    from core.types import Box
+
+    errors, results = [], {}
+
+    def edit(editor: str, box: Box):
+        try:
+            session = controller.session(editor, "astronaut")
+            with controller.lock(editor, "astronaut"):
+                session.set_boxes([*(e.box for e in session.entries), box])
+                value = controller.annotator_value(session, 0.5)
+                controller.persist(editor, "astronaut", session)
+            results[editor] = (session, value)
+        except Exception as exc:  # noqa: BLE001 - any failure fails the test below
+            errors.append(exc)
+
+    boxes = {f"ed{i}": Box(20 + 40 * i, 30, 120 + 40 * i, 160, 12) for i in range(6)}
+    threads = [threading.Thread(target=edit, args=item) for item in boxes.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == 6
+    for editor, (session, value) in results.items():
+        assert [e.box for e in session.entries][-1] == boxes[editor]  # its own box, nobody else's
+        assert len(value["boxes"]) == 2 and os.path.isfile(value["image"])
+    assert len({value["image"] for _, value in results.values()}) == 6

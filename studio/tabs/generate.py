@@ -168,10 +168,9 @@ def _kept_message(new: list[str], before: list[str], folder) -> str:
 def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> GenerateController:
     """Lay out the Generate tab and wire its events (``live`` changes when the dataset does)."""
     controller = GenerateController(ctx)
-    labelled = ctx.store.labelled_ids()
-    with gr.Row():
-        sample = gr.Dropdown(choices=labelled, value=labelled[0] if labelled else None, label="Sample (its label map is kept)",
-                             elem_id="gen-sample", scale=2)  # fmt: skip
+    with gr.Row():  # the labelled samples are listed when the page loads (checking maps is not start-up work)
+        sample = gr.Dropdown(choices=[], value=None, label="Sample (its label map is kept)", elem_id="gen-sample",
+                             scale=2)  # fmt: skip
         backend = gr.Radio(list(BACKENDS), value="composite", label="Backend", elem_id="gen-backend", scale=2)
         model = gr.Dropdown(choices=controller.model_choices("composite"), value="composite", label="Model",
                             elem_id="gen-model", scale=2)  # fmt: skip
@@ -314,7 +313,7 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> GenerateContro
     backend.change(on_backend, inputs=backend, outputs=[model, model_note])
     model.change(on_model, inputs=[backend, model], outputs=model_note)
     sample.change(on_sample, inputs=sample, outputs=[source_view, condition_view, prompt, source_note])
-    demo.load(on_sample, inputs=sample, outputs=[source_view, condition_view, prompt, source_note])
+    demo.load(on_live, inputs=[any_background, sample], outputs=[sample, source_view, condition_view, prompt, source_note])
     run_event = run.click(on_run, inputs=run_inputs, outputs=[results, selected, kept_note], concurrency_id="gpu",
                           concurrency_limit=1)  # fmt: skip
     cancel.click(on_cancel, outputs=kept_note, cancels=[run_event], queue=False)

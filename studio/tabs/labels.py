@@ -257,8 +257,8 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> LabelMapsContr
                                   label="Target maps (empty: every map lacking the class)", elem_id="labels-targets")  # fmt: skip
             base = gr.Dropdown(choices=["(random map)", "(bands)", *ctx.dataset.ids], value="(random map)",
                                label="Reconstruction base", elem_id="labels-base")  # fmt: skip
-            bands = gr.Textbox(value=controller.default_bands(), label="Bands (CLASS:SHARE, top to bottom)",
-                               elem_id="labels-bands")  # fmt: skip
+            bands = gr.Textbox(value="", label="Bands (CLASS:SHARE, top to bottom)", elem_id="labels-bands",
+                               placeholder=BANDS_EXAMPLE)  # fmt: skip
             with gr.Accordion("Placement", open=False):
                 placement_mode = gr.Radio(["random", "keep"], value="random", label="Position")
                 max_translate = gr.Slider(0, 1, value=0.25, step=0.05, label="Largest shift (share of the map)")
@@ -430,9 +430,10 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> LabelMapsContr
             raise gr.Error("That kept sample is no longer listed; refresh.")
         return controller.kept_view(ids[int(evt.index)])
 
-    def on_load():
+    def on_load(band_text: str):
         items, ids = controller.kept_gallery()
-        return gr.Dropdown(choices=controller.present_classes() or all_classes), items, ids
+        bands_value = band_text or controller.default_bands()  # from the dataset's own frequent classes
+        return gr.Dropdown(choices=controller.present_classes() or all_classes), items, ids, bands_value
 
     @shows_errors
     def on_live(name: str | None, target_ids: list[str], base_choice: str, area: float):
@@ -457,7 +458,7 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> LabelMapsContr
         return evt.index
 
     preview_inputs = [region_class, mode, extra_classes, targets, base, bands, seed, count, min_area, *placement_inputs]
-    demo.load(on_load, outputs=[region_class, kept_gallery, kept_ids])
+    demo.load(on_load, inputs=bands, outputs=[region_class, kept_gallery, kept_ids, bands])
     demo.load(on_load_stats, outputs=[appearance_plot, pixel_plot, stats_line, stats_table])
     region_class.change(on_class, inputs=[region_class, min_area], outputs=[region_gallery, region_ids, targets])
     region_gallery.select(_pick_region, inputs=region_ids, outputs=clicked_region)

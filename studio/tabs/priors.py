@@ -117,11 +117,8 @@ def settings_from_controls(image_prior: str, mask_kind: str, w1: float, w2: floa
 def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> PriorsController:
     """Lay out the Priors tab and wire its events (``live`` changes when the dataset does)."""
     controller = PriorsController(ctx)
-    labelled = ctx.store.labelled_ids() or ctx.store.ids
-    with gr.Row():
-        sample = gr.Dropdown(
-            choices=ctx.dataset.ids, value=labelled[0], label="Sample", elem_id="priors-sample", scale=2
-        )
+    with gr.Row():  # the first labelled sample is picked when the page loads (checking maps is not start-up work)
+        sample = gr.Dropdown(choices=ctx.store.ids, value=None, label="Sample", elem_id="priors-sample", scale=2)
         image_prior = gr.Dropdown(choices=controller.prior_choices(), value="canny", label="Image prior (V_image)",
                                   elem_id="priors-type", scale=2)  # fmt: skip
         mask_kind = gr.Radio(["boundary", "ade20k", "none"], value="boundary", label="Label-map prior (V_mask)",
@@ -213,8 +210,13 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> PriorsControll
 
     views_out = [v_image, v_mask, v_blend]
     prompt_out = [caption, template, prompt, negative, prompt_note]
-    demo.load(on_views, inputs=[sample, *setting_inputs], outputs=views_out)
-    demo.load(on_sample_prompt, inputs=sample, outputs=prompt_out)
+    def first_sample(current: str | None):
+        if current in ctx.store.ids:
+            return gr.skip()
+        labelled = ctx.store.labelled_ids() or ctx.store.ids
+        return gr.Dropdown(choices=ctx.store.ids, value=labelled[0])
+
+    demo.load(first_sample, inputs=sample, outputs=sample)
     for control in (sample, image_prior, mask_kind, low, high, sigma, only):
         control.change(on_views, inputs=[sample, *setting_inputs], outputs=views_out, trigger_mode="always_last")
     thickness.release(on_views, inputs=[sample, *setting_inputs], outputs=views_out)

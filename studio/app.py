@@ -30,6 +30,12 @@ CSS = """
 .models-table code { font-size: 0.85em; word-break: break-all; }
 .status-available, .status-loaded { color: #15803d; font-weight: 600; }
 .status-missing, .status-partial { color: #999; font-weight: 600; }
+#sample-gallery .caption-label { white-space: normal; overflow: visible; text-overflow: clip; max-width: 96%;
+  line-height: 1.2; }
+.notice { padding: 6px 10px; border-radius: 6px; margin: 2px 0; }
+.notice-info { background: #e0f2fe55; }
+.notice-warning { background: #fef3c7aa; }
+.notice-error { background: #fee2e2; color: #991b1b; font-weight: 600; }
 """
 
 
@@ -136,6 +142,7 @@ def _wire_live_updates(ctx: StudioContext, demo: gr.Blocks, live: gr.State, head
     timer = gr.Timer(LIVE_CHECK_S)
     timer.tick(check, inputs=live, outputs=live, show_progress="hidden", concurrency_limit=None, api_visibility="private")
     live.change(lambda: header_markdown(ctx), outputs=header, show_progress="hidden", api_visibility="private")
+    demo.load(lambda: header_markdown(ctx), outputs=header, show_progress="hidden", api_visibility="private")
 
 
 def launch_kwargs(config: StudioConfig) -> dict:

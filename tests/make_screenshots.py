@@ -8,9 +8,11 @@ writes PNGs to ``assets/screenshots/``.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+from pathlib import Path
 
-from tests.browser import PROJECT_ROOT, chromium_page, running_studio
+from tests.browser import PROJECT_ROOT, chromium_browser, chromium_page, running_studio
 
 OUT = PROJECT_ROOT / "assets" / "screenshots"
 
@@ -31,8 +33,13 @@ def main() -> None:
         page.locator("#annotate-sample input").click()
         page.get_by_role("option", name="chelsea").click()
         page.wait_for_function("document.querySelector('#annotate-status').innerText.includes('chelsea')")
-        page.locator("#refine-all").click()
-        page.wait_for_function("document.querySelector('#annotate-status').innerText.includes('1 refined')")
+        page.locator('#annotator button[aria-label="Create box"]').click()
+        canvas = page.locator("#annotator canvas").first.bounding_box()
+        page.mouse.move(canvas["x"] + canvas["width"] * 0.62, canvas["y"] + canvas["height"] * 0.55)
+        page.mouse.down()
+        page.mouse.move(canvas["x"] + canvas["width"] * 0.8, canvas["y"] + canvas["height"] * 0.98, steps=8)
+        page.mouse.up()
+        page.wait_for_function("document.querySelector('#annotate-status').innerText.includes('2 boxes')")
         page.wait_for_timeout(3000)  # let every output finish rendering (Gradio dims pending outputs)
         page.screenshot(path=str(OUT / "annotate.png"))
         page.locator("#compare").get_by_text("Compare methods").click()
@@ -67,7 +74,50 @@ def main() -> None:
         page.locator("#models-table tr").first.wait_for(timeout=30_000)
         page.wait_for_timeout(500)
         page.screenshot(path=str(OUT / "models.png"))
+    conflict_and_problems()
     print(f"wrote {', '.join(str(p.relative_to(PROJECT_ROOT)) for p in sorted(OUT.glob('*.png')))}")
+
+
+def conflict_and_problems() -> None:
+    """Two people saving one sample (the conflict choice), and a folder with bad files (the problems list)."""
+    from tests.reliability.helpers import spoil
+
+    work = Path(tempfile.mkdtemp(prefix="segstudio-shots-"))
+    data = work / "samples"
+    shutil.copytree(PROJECT_ROOT / "assets" / "samples", data)
+    with running_studio("--data", str(data), "--workspace", str(work / "ws")) as url, chromium_browser() as browser:
+        pages = [browser.new_context(viewport={"width": 1400, "height": 900}).new_page() for _ in range(2)]
+        for page in pages:
+            page.goto(url)
+            page.get_by_role("tab", name="Annotate").click()
+            page.locator("#annotate-sample input").click()
+            page.get_by_role("option", name="coffee").click()
+            page.wait_for_function("document.querySelector('#annotate-status').innerText.includes('coffee')")
+        for page, (x0, x1) in zip(pages, ((0.3, 0.45), (0.55, 0.7)), strict=True):
+            page.locator('#annotator button[aria-label="Create box"]').click()
+            canvas = page.locator("#annotator canvas").first.bounding_box()
+            page.mouse.move(canvas["x"] + canvas["width"] * x0, canvas["y"] + canvas["height"] * 0.1)
+            page.mouse.down()
+            page.mouse.move(canvas["x"] + canvas["width"] * x1, canvas["y"] + canvas["height"] * 0.35, steps=8)
+            page.mouse.up()
+            page.wait_for_function("document.querySelector('#annotate-status').innerText.includes('2 boxes')")
+        pages[1].locator("#save").click()
+        pages[1].wait_for_function("document.querySelector('#save-status').innerText.includes('Saved')")
+        pages[0].locator("#save").click()
+        try:
+            pages[0].wait_for_function("(document.querySelector('#annotate-conflict-text')?.innerText || '').includes('changed')")
+        except Exception:
+            pages[0].screenshot(path="/tmp/ui/conflict_fail.png", full_page=True)
+            raise
+        pages[0].wait_for_timeout(1500)
+        pages[0].screenshot(path=str(OUT / "conflict.png"))
+    spoil(data)
+    with running_studio("--data", str(data), "--workspace", str(work / "ws2")) as url, chromium_page(1400, 900) as page:
+        page.goto(url)
+        page.locator("#sample-gallery .thumbnail-item").first.wait_for(timeout=30_000)
+        page.locator("#file-problems").get_by_text("File problems").click()
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(OUT / "problems.png"), full_page=True)
 
 
 if __name__ == "__main__":

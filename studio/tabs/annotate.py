@@ -528,8 +528,10 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
                     sample_state: sample_id, notice: opened_notes(session, sample_id, who), saved: "",
                     conflict_box: gr.Group(visible=False), overlap: session.overlap, ignore_band: session.ignore_band,
                     rest: session.rest})  # fmt: skip
-        except StudioError as exc:
-            return {sample_state: None, **failed(exc), status: f"**{html.escape(sample_id)}** could not be opened."}
+        except StudioError as exc:  # nothing of the previous sample stays on screen
+            return {sample_state: None, **failed(exc), status: f"**{html.escape(sample_id)}** could not be opened.",
+                    annotator: None, legend: "", box_pick: gr.Dropdown(choices=[], value=None), box_class: None,
+                    discard_draft: gr.Button(visible=False)}  # fmt: skip
 
     def on_boxes(sample_id, browser, alpha, brush, value, cls, meth, auto, params, request: gr.Request):
         if not sample_id or value is None:

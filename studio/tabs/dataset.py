@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 from collections import Counter, OrderedDict
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import gradio as gr
@@ -82,8 +83,10 @@ def _caption(sample: Sample, present: set[int], classes: ClassSet) -> str:
 def _placeholder(text: str) -> np.ndarray:
     from PIL import ImageDraw
 
-    canvas = Image.new("RGB", (256, 192), (60, 60, 60))
-    ImageDraw.Draw(canvas).text((12, 84), text, fill=(240, 200, 200))
+    canvas = Image.new("RGB", (256, 256), (60, 60, 60))
+    draw = ImageDraw.Draw(canvas)
+    width = draw.textlength(text)
+    draw.text(((256 - width) / 2, 120), text, fill=(240, 200, 200))
     return np.asarray(canvas)
 
 
@@ -107,7 +110,7 @@ def gallery_page(ctx: StudioContext, class_names: list[str] | None, page: int) -
         try:
             items.append((str(ctx.store.thumbnail(sample.id)), caption))
         except StudioError:
-            items.append((_placeholder(f"{sample.id}: unreadable image"), caption))
+            items.append((_placeholder("unreadable image"), f"{sample.id} · unreadable image (see File problems)"))
     filt = f" containing {', '.join(class_names)}" if class_names else ""
     info = f"{len(matches)} of {len(ctx.dataset)} samples{filt} · page {page + 1} of {pages}"
     return items, [s.id for s in shown], info, page
@@ -181,12 +184,20 @@ def render_sample(ctx: StudioContext, sample_id: str, opacity: float, show_boxes
     return _fit_for_display(view), details, sample_legend(classes, label, sample.boxes)
 
 
+def _relative(ctx: StudioContext, path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ctx.store.root))
+    except ValueError:
+        return path
+
+
 def problems_markdown(ctx: StudioContext) -> str:
     """The file problems found so far (while listing, and by any operation since), as Markdown."""
     problems = ctx.store.problems
     if not problems:
         return ""
-    shown = "\n".join(f"- {html.escape(str(p))}" for p in problems[:50])
+    shown = "\n".join(f"- `{html.escape(_relative(ctx, p.path))}`: {html.escape(p.reason)}" if p.path
+                      else f"- {html.escape(p.reason)}" for p in problems[:50])  # fmt: skip
     more = f"\n- … and {len(problems) - 50} more" if len(problems) > 50 else ""
     return f"{len(problems)} files could not be used and were skipped (nothing was changed on disk):\n{shown}{more}"
 
@@ -258,7 +269,12 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> None:
         if evt.index is None or not (0 <= int(evt.index) < len(ids)):
             raise gr.Error("That thumbnail is no longer on this page; pick another.")
         sample_id = ids[int(evt.index)]
-        return (sample_id, *render_sample(ctx, sample_id, alpha, boxes), *problems_updates())
+        try:
+            rendered = render_sample(ctx, sample_id, alpha, boxes)
+        except StudioError as exc:  # shown where it happened, and kept: not a vanishing toast
+            message = f"**{html.escape(sample_id)}** cannot be shown: {html.escape(str(exc))}. It is skipped by every batch operation."
+            rendered = (None, message, "")
+        return (sample_id, *rendered, *problems_updates())
 
     @shows_errors
     def on_view_change(sample_id: str | None, alpha: float, boxes: bool):

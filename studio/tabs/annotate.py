@@ -432,7 +432,7 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
             compare_methods_box = gr.CheckboxGroup(choices=[m for m in METHODS if m != "auto"], value=["grabcut-fast", "grabcut"],
                                                    label="Methods (two or three)", elem_id="compare-methods")  # fmt: skip
             compare_button = gr.Button("Compare on these boxes", elem_id="compare-run")
-        compare_gallery = gr.Gallery(columns=4, height=320, label="Masks per method and their disagreement",
+        compare_gallery = gr.Gallery(columns=4, height="auto", label="Masks per method and their disagreement",
                                      elem_id="compare-gallery", allow_preview=True, buttons=[], object_fit="contain")  # fmt: skip
         compare_table = gr.Dataframe(
             label="IoU between methods (object pixels)", elem_id="compare-iou", interactive=False
@@ -646,7 +646,9 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
     def on_compare(sample_id, browser, methods, params, request: gr.Request, progress=gr.Progress()):  # noqa: B008
         session = controller.session(editor_of(browser, request), sample_id or "")
         progress(None, desc="running " + ", ".join(methods))
-        return controller.compare(session, methods, params)
+        gallery, table = controller.compare(session, methods, params)
+        # one column per picture, so every caption (method, seconds, disagreement) stays in view
+        return gr.Gallery(value=gallery, columns=len(gallery)), table
 
     def on_discard(sample_id, browser, alpha, brush, request: gr.Request):
         updates = on_reload(sample_id, browser, alpha, brush, request)

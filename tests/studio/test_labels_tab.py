@@ -103,3 +103,10 @@ def test_keep_an_overlay_in_the_browser_and_see_its_manifest_line(samples_copy, 
     record = json.loads(manifest[0])
     assert record["id"] == "kept_overlay_000001" and record["index"] == 2 and record["mode"] == "overlay"
     assert (tmp_path / "ws" / "recombined" / "SegmentationClass" / "kept_overlay_000001.png").is_file()
+
+
+def test_default_bands_come_from_the_dataset_and_parse(labels):
+    bands = labels.default_bands()
+    names = [part.split(":")[0] for part in bands.split(", ")]
+    assert set(names) <= {"background", "person", "cat", "diningtable"} and len(names) == 3
+    assert sum(share for _, share in parse_bands(bands, labels.classes)) == pytest.approx(0.99)

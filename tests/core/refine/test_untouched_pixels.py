@@ -142,3 +142,26 @@ def test_a_draft_round_trips_the_whole_state_including_undo(samples_copy):
     assert again.dirty and [e.number for e in again.entries] == [e.number for e in session.entries]
     assert np.array_equal(again.undo(), session.undo())
     assert np.array_equal(again.undo(), store.label_map("chelsea"))
+
+
+class _FixedRefiner:
+    """A refiner that returns a chosen mask, to check how degenerate cuts are reported."""
+
+    def __init__(self, fill: bool):
+        self.fill = fill
+
+    def refine(self, image, box, settings=None):
+        mask = np.zeros(image.shape[:2], bool)
+        mask[box.y0 : box.y1, box.x0 : box.x1] = self.fill
+        return mask
+
+
+@pytest.mark.parametrize(("fill", "flag"), [(False, "empty mask"), (True, "mask fills the box")])
+def test_empty_and_box_filling_cuts_are_flagged(samples_copy, fill, flag):
+    store = DatasetStore(samples_copy)
+    data = store.read("grace_hopper")
+    session = AnnotationSession(data.image, store.classes, data.sample.boxes, refiner=_FixedRefiner(fill))
+    session.set_boxes([*(e.box for e in session.entries), Box(100, 100, 200, 220, 15)])
+    assert session.flagged() == [(2, flag)]
+    session.refine([1])
+    assert sorted(session.flagged()) == [(1, flag), (2, flag)]

@@ -126,12 +126,13 @@ def test_two_people_editing_one_sample_get_the_conflict_choice(samples_copy, tmp
         bob = browser.new_context(viewport=VIEWPORT).new_page()
         _open(alice, url, "chelsea")
         _open(bob, url, "chelsea")
+        _draw(alice, (0.3, 0.6), (0.45, 0.9))  # Alice has unsaved work (a clean page would follow Bob's save)
+        _wait_text(alice, "#annotate-status", "unsaved changes")
         _draw(bob, (0.6, 0.1), (0.75, 0.4))
         _wait_text(bob, "#annotate-status", "2 boxes")
         bob.locator("#save").click()
         _wait_text(bob, "#save-status", "Saved")
-        _draw(alice, (0.3, 0.6), (0.45, 0.9))
-        _wait_text(alice, "#annotate-status", "2 boxes")
+        _wait_text(alice, "#annotate-notice", "saved elsewhere since you opened it")  # told before saving
         alice.locator("#save").click()
         _wait_text(alice, "#annotate-conflict-text", "changed by someone else")
         for button in ("#conflict-reload", "#conflict-overwrite", "#conflict-copy"):

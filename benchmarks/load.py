@@ -57,6 +57,20 @@ def rss_mb(pid: int) -> float:
     return total / 2**20
 
 
+def rss_split_mb(pid: int) -> dict[str, float]:
+    """Resident memory of the server process alone and of its workers together, MB."""
+    import psutil
+
+    process = psutil.Process(pid)
+    workers = 0
+    for child in process.children(recursive=True):
+        try:
+            workers += child.memory_info().rss
+        except psutil.Error:
+            continue
+    return {"server": round(process.memory_info().rss / 2**20, 1), "workers": round(workers / 2**20, 1)}
+
+
 def folder_size(path: Path) -> tuple[int, float]:
     files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
     return len(files), sum(p.stat().st_size for p in files) / 2**20
@@ -91,6 +105,9 @@ class BrowserProtocol:
         self.elem = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
         self.fns = {d["api_name"]: (d["id"], d["inputs"], d["outputs"]) for d in config["dependencies"]
                     if d.get("api_name")}  # fmt: skip
+        self._closed = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, daemon=True)  # an open page keeps this stream
+        self._heartbeat.start()
         for name, (needs_in, needs_out) in LEGACY_EVENTS.items():  # the studio before the load work named none
             if name not in self.fns:
                 for d in config["dependencies"]:
@@ -133,8 +150,26 @@ class BrowserProtocol:
                 self.http.get(image["url"]).raise_for_status()  # the browser shows the preview: fetch it
         return data
 
+    def _beat(self) -> None:
+        """Hold the heartbeat stream an open page holds; closing it is how the server learns the tab closed."""
+        import httpx
+
+        self._beat_client = httpx.Client(timeout=None)
+        try:
+            with self._beat_client.stream("GET", f"{self.url}/gradio_api/heartbeat/{self.session_hash}") as stream:
+                for _ in stream.iter_bytes():
+                    if self._closed.is_set():
+                        return
+        except (httpx.HTTPError, RuntimeError, OSError):
+            return
+
     def close(self) -> None:
+        self._closed.set()
         self.http.close()
+        beat = getattr(self, "_beat_client", None)
+        if beat is not None:
+            beat.close()  # drops the heartbeat connection: the server sees the page go
+        self._heartbeat.join(timeout=5)
 
 
 class GradioClientProtocol:
@@ -288,6 +323,7 @@ def main() -> int:
             user.close()
         time.sleep(2)
         report["memory_idle_warm_mb"] = round(rss_mb(server.pid), 1)
+        report["memory_idle_warm_split_mb"] = rss_split_mb(server.pid)
         report["client"] = args.client
         report["empty_round_trip_s"] = round(protocol_floor(url, args.client), 4)
         print(f"client: {args.client}; an event that does nothing takes {report['empty_round_trip_s']} s "
@@ -327,6 +363,7 @@ def main() -> int:
         report["memory_after_load_mb"] = round(rss_mb(server.pid), 1)
         time.sleep(args.settle)
         report["memory_after_close_mb"] = round(rss_mb(server.pid), 1)
+        report["memory_after_close_split_mb"] = rss_split_mb(server.pid)
         report["settle_s"] = args.settle
         files, megabytes = folder_size(workspace / ".gradio")
         report["gradio_cache_files"], report["gradio_cache_mb"] = files, round(megabytes, 2)
@@ -342,7 +379,10 @@ def main() -> int:
     print(f"memory: idle {report['memory_idle_start_mb']} MB at start, {report['memory_idle_warm_mb']} MB after a "
           f"warm-up box, {report['memory_after_load_mb']} MB after the load, {report['memory_after_close_mb']} MB "
           f"{args.settle:.0f} s after every session closed (growth over warm idle: "
-          f"{report['memory_after_close_mb'] - report['memory_idle_warm_mb']:+.1f} MB)")  # fmt: skip
+          f"{report['memory_after_close_mb'] - report['memory_idle_warm_mb']:+.1f} MB; server process "
+          f"{report['memory_idle_warm_split_mb']['server']} -> {report['memory_after_close_split_mb']['server']} MB, "
+          f"refine workers {report['memory_idle_warm_split_mb']['workers']} -> "
+          f"{report['memory_after_close_split_mb']['workers']} MB)")  # fmt: skip
     print(f"Gradio cache: {report['gradio_cache_files']} files, {report['gradio_cache_mb']} MB; "
           f"{report['box_events']} box events, {report['errors']} errors")  # fmt: skip
     if args.json:

@@ -7,6 +7,8 @@ imported here.
 
 from __future__ import annotations
 
+import threading
+
 import gradio as gr
 
 from core.models import default_registry
@@ -125,10 +127,30 @@ def browser_secret(folder) -> str:
 
 
 
+CLOSED_SESSION_GRACE_S = 10.0
+
+
 def _forget_session(stores, request: gr.Request) -> None:
-    """A tab closed: free the previews and caches the other tabs kept for it."""
+    """A tab closed: free the previews and caches the other tabs kept for it, and, a little later, Gradio's
+    own record of the session."""
+    session = getattr(request, "session_hash", None)
     for store in stores:
-        store.drop(getattr(request, "session_hash", None))
+        store.drop(session)
+    holder = getattr(getattr(getattr(getattr(request, "request", None), "app", None), "state_holder", None),
+                     "session_data", None)  # fmt: skip
+    if session and holder is not None:
+        timer = threading.Timer(CLOSED_SESSION_GRACE_S, _drop_closed_session, args=(holder, session))
+        timer.daemon = True
+        timer.start()
+
+
+def _drop_closed_session(sessions, session_hash: str) -> None:
+    """Remove a closed session's state from Gradio's holder. Gradio keeps it for an hour after the tab
+    closes, with a copy of every component's config (about half a megabyte here): with many short sessions
+    that is most of the server's memory. A session that reconnected in the meantime is left alone."""
+    state = sessions.get(session_hash)
+    if state is not None and getattr(state, "is_closed", False):
+        sessions.pop(session_hash, None)
 
 
 def _wire_live_updates(ctx: StudioContext, demo: gr.Blocks, live: gr.State, header: gr.Markdown) -> None:

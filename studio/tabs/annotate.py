@@ -134,6 +134,7 @@ class AnnotateController:
         dropped = self.sessions.drop_idle(IDLE_S)
         for editor, sample_id, _ in dropped:
             forget_previews(self._annotator().GRADIO_CACHE, f"{editor}|{sample_id}")
+            self._forget_lock(editor, sample_id)
         if dropped:
             _release_memory()
 
@@ -141,7 +142,14 @@ class AnnotateController:
         """Free an editor's sessions and preview files (its drafts stay)."""
         for sample_id, _ in self.sessions.drop(editor):
             forget_previews(self._annotator().GRADIO_CACHE, f"{editor}|{sample_id}")
+            self._forget_lock(editor, sample_id)
         _release_memory()
+
+    def _forget_lock(self, editor: str, sample_id: str) -> None:
+        lock = self._locks.get((editor, sample_id))
+        if lock is not None and not lock.locked():
+            with self._locks_guard:
+                self._locks.pop((editor, sample_id), None)
 
     def open(self, editor: str, sample_id: str) -> AnnotationSession:
         """A session on the sample as saved, with the editor's draft restored when there is one."""

@@ -50,8 +50,16 @@ SWEEP_S = 10.0  # how often idle sessions are looked for
 REST_LABELS = {"unknown": "unknown (255, ignored in training)", "background": "background (0)"}
 
 
+_RELEASED_AT = [0.0]
+RELEASE_EVERY_S = 10.0  # a full collection costs milliseconds: not on every closed tab
+
+
 def _release_memory() -> None:
-    """Give freed memory back to the operating system (glibc keeps it otherwise)."""
+    """Give freed memory back to the operating system (glibc keeps it otherwise), at most every few seconds."""
+    now = time.monotonic()
+    if now - _RELEASED_AT[0] < RELEASE_EVERY_S:
+        return
+    _RELEASED_AT[0] = now
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -194,6 +194,14 @@ class GradioClientProtocol:
         self.client.close()
 
 
+def as_browser_sends(box: dict) -> dict:
+    """A box as the annotator's front end sends it back (colours as ``rgb(r, g, b)`` strings)."""
+    color = box.get("color")
+    if isinstance(color, (list, tuple)) and len(color) == 3:
+        return {**box, "color": f"rgb({color[0]}, {color[1]}, {color[2]})"}
+    return box
+
+
 class User:
     """One session: opens a sample, then refines new boxes one at a time."""
 
@@ -220,7 +228,7 @@ class User:
             return
         for _ in range(rounds):
             box = unique_box(self.rng, self.sample)
-            boxes = [*self.boxes, box]
+            boxes = [*(as_browser_sends(b) for b in self.boxes), box]
             start = time.perf_counter()
             try:
                 result = self.client.call("/annotate_boxes", {  # the image goes back as the browser sends it

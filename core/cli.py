@@ -301,6 +301,46 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from core.export.recipe import Recipe
+    from core.export.runner import run_export
+
+    target = Path(args.recipe)
+    if target.is_dir():  # a plain conversion: the real samples in the formats asked for
+        recipe = Recipe.from_dict({"source": str(target), "formats": args.format or ["voc"], "seed": args.seed})
+    else:
+        if args.format:
+            from core.errors import InvalidInput
+
+            raise InvalidInput("--format is for converting a folder; a recipe names its formats under 'formats'")
+        recipe = Recipe.load(target)
+    summary = run_export(recipe, args.out, workers=args.workers, resume=args.resume, force=args.force,
+                         retry_failed=args.retry_failed, progress=_terminal_progress())  # fmt: skip
+    print(summary.line())
+    for output_id, error in summary.failures[:20]:
+        print(f"  failed: {output_id}: {error}", file=sys.stderr)
+    return 0
+
+
+def _terminal_progress():
+    """A progress callback drawing one tqdm bar (rate and time left)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, unit="‰", leave=False, disable=not sys.stderr.isatty())
+
+    def report(fraction, message=""):
+        if fraction is not None:
+            bar.n = int(fraction * 1000)
+            bar.set_description(message[:40])
+            bar.refresh()
+            if fraction >= 1.0:
+                bar.close()
+
+    return report
+
+
 def _composite_samples(dataset, args: argparse.Namespace, skipped):
     from core.generate.composite import CompositeParams, CompositeRequest, composite_sample
     from core.labels.overlay import Placement
@@ -442,6 +482,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-flip", action="store_true")
     gen.add_argument("--min-area", type=int, default=64)
     gen.set_defaults(handler=_run_generate)
+
+    export = sub.add_parser("export", help="a batch export from a recipe (or a folder converted), resumable")
+    export.add_argument("recipe", metavar="RECIPE|DIR", help="a recipe file (YAML), or a dataset folder to convert")
+    export.add_argument("--out", required=True, metavar="OUT", help="output folder (outside the dataset)")
+    export.add_argument("--format", action="append", choices=["voc", "coco"], help="with a folder: the formats")
+    export.add_argument("--seed", type=int, default=0, help="with a folder: the seed of the split")
+    export.add_argument("--runner", choices=["local"], default="local", help="where jobs run")
+    export.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    export.add_argument("--resume", action="store_true", help="finish an interrupted export of the same recipe")
+    export.add_argument("--force", action="store_true", help="replace another export in OUT")
+    export.add_argument("--retry-failed", action="store_true", help="make the jobs that failed last time again")
+    export.set_defaults(handler=_run_export)
 
     info = sub.add_parser("info", help="summarise a dataset folder")
     info.add_argument("dir", metavar="DIR")

@@ -334,8 +334,13 @@ def _draw_background(library, pool: list[str], rng: np.random.Generator, labelle
     raise InvalidInput(f"none of the {len(pool)} background samples could be read; {library.skipped.summary()}")
 
 
-def composite_sample(library, request: CompositeRequest, index: int):
-    """Result ``index`` of a request as a :class:`core.labels.recombine.RecombinedSample`."""
+def composite_sample(library, request: CompositeRequest, index: int, seed_sequence: list[int] | None = None):
+    """Result ``index`` of a request as a :class:`core.labels.recombine.RecombinedSample`.
+
+    Args:
+        seed_sequence: the entropy of the result's generator (default ``[request.seed, index]``); batch exports
+            pass ``[seed, step, index]``. It is recorded.
+    """
     from core.labels.recombine import RecombinedSample
 
     store = library.store
@@ -347,7 +352,8 @@ def composite_sample(library, request: CompositeRequest, index: int):
     if not wanted:
         raise InvalidInput(f"{store.root} has no labelled object to cut out; annotate some samples first")
     objects = [r for c in wanted for r in library.components(c)]
-    rng = np.random.default_rng([request.seed, index])
+    seeds = list(seed_sequence) if seed_sequence is not None else [request.seed, index]
+    rng = np.random.default_rng(seeds)
     pool = background_pool(library, request)
     background_id, background, labels = _draw_background(library, pool, rng, request.background_pool != "all")
     sources = []
@@ -356,6 +362,7 @@ def composite_sample(library, request: CompositeRequest, index: int):
     result = composite(background, labels, [o for o in objects if o.source_id != background_id] or objects,
                        request.params, rng, distractor_sources=sources, ignore_index=classes.ignore_index)  # fmt: skip
     record = {"id": f"composite_{index:06d}", "mode": "composite", "seed": request.seed, "index": index,
+              "seed_sequence": seeds,
               "background": background_id, "params": request.params.record(), "steps": result.steps,
               "labels": LABELLED_RULE if labels is not None else UNLABELLED_RULE,
               "classes": [classes.names[c] for c in sorted(set(np.unique(result.label_map).tolist()) - {classes.ignore_index})]}  # fmt: skip

@@ -181,13 +181,20 @@ def _targets(library: RegionLibrary, request: RecombineRequest, wanted: list[int
     return [s for s in labelled if not set(wanted) <= library.present[s]]
 
 
-def recombine_one(library: RegionLibrary, request: RecombineRequest, index: int) -> RecombinedSample:
-    """Result number ``index`` of a request (deterministic for a given seed and index)."""
+def recombine_one(
+    library: RegionLibrary, request: RecombineRequest, index: int, seed_sequence: list[int] | None = None
+) -> RecombinedSample:
+    """Result number ``index`` of a request (deterministic for a given seed and index).
+
+    Args:
+        seed_sequence: the entropy of the result's generator (default ``[request.seed, index]``); recorded.
+    """
     classes = library.dataset.classes
     wanted = [classes.index_of(name) for name in request.classes]
-    rng = np.random.default_rng([request.seed, index])
+    seeds = list(seed_sequence) if seed_sequence is not None else [request.seed, index]
+    rng = np.random.default_rng(seeds)
     record = {"id": f"{request.mode}_{index:06d}", "mode": request.mode, "seed": request.seed, "index": index,
-              "placement": request.placement.record()}  # fmt: skip
+              "seed_sequence": seeds, "placement": request.placement.record()}  # fmt: skip
     if request.mode == "reconstruct":
         base_record, base, base_image = _base(library, request, rng)
         if request.layers:

@@ -1,0 +1,144 @@
+"""Making one job's sample: a real sample as it is, or a generated one from its step's backend and seeds."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import InvalidInput, SampleProblem
+from core.export.plan import Job
+from core.export.recipe import Recipe, Step
+from core.store import DatasetStore
+from core.types import Box
+
+
+@dataclass
+class Made:
+    """One sample ready to write.
+
+    Attributes:
+        label_map: ``H x W uint8``.
+        image: ``H x W x 3 uint8`` RGB for generated samples, or ``None`` when ``image_file`` is copied as is.
+        image_file: the real sample's image file (its bytes are copied, never re-encoded).
+        boxes: stored boxes of a real sample, or ``None`` (derived from the label map's instances).
+        source: the real sample it comes from (splits keep one photo's variants together).
+        record: provenance (backend, settings, seeds).
+    """
+
+    label_map: np.ndarray
+    image: np.ndarray | None = None
+    image_file: Path | None = None
+    boxes: list[Box] | None = None
+    source: str = ""
+    record: dict = field(default_factory=dict)
+
+
+class MakeContext:
+    """What making samples needs, built once per process: the dataset store and the region libraries."""
+
+    def __init__(self, recipe: Recipe, store: DatasetStore | None = None):
+        self.recipe = recipe
+        self.store = store or DatasetStore(recipe.source)
+        self._libraries: dict[int, object] = {}
+
+    def library(self, min_area: int):
+        from core.labels.recombine import RegionLibrary
+
+        if min_area not in self._libraries:
+            self._libraries[min_area] = RegionLibrary(self.store, min_area)
+        return self._libraries[min_area]
+
+
+def make(job: Job, context: MakeContext) -> Made:
+    """The sample of one job.
+
+    Raises:
+        StudioError: the job cannot be made (an unreadable source, a class with no region, a missing model);
+            the runner records it as failed and goes on.
+    """
+    if job.kind == "real":
+        return _real(job, context.store)
+    step = context.recipe.generate[job.step - 1]
+    if job.kind == "composite":
+        return _composite(job, step, context)
+    if job.kind == "recombine":
+        return _recombine(job, step, context)
+    return _diffusion(job, step, context)
+
+
+def _real(job: Job, store: DatasetStore) -> Made:
+    data = store.read(job.source)
+    if data.label_map is None:
+        raise SampleProblem(data.label_problem or f"{job.source!r} has no label map")
+    record = {"generator": "real", "revision": data.revision}
+    return Made(data.label_map, None, data.sample.image_path, list(data.sample.boxes), job.source, record)
+
+
+def _placement(options: dict, classes, defaults: dict):
+    from core.labels.overlay import Placement
+
+    scale = options.get("scale", defaults.get("scale", (0.8, 1.2)))
+    protected = tuple(classes.index_of(n) for n in options.get("protect", []))
+    return Placement(mode=options.get("placement", "random"), max_translate=float(options.get("max_translate", defaults.get("max_translate", 0.25))),
+                     scale=(float(scale[0]), float(scale[1])), max_rotate=float(options.get("max_rotate", defaults.get("max_rotate", 10.0))),
+                     protected=protected, layer=options.get("layer", "top"), ignore_border=int(options.get("ignore_border", 0)))  # fmt: skip
+
+
+def _classes(job: Job, options: dict) -> tuple[str, ...]:
+    if job.target_class:
+        return (job.target_class,)
+    names = options.get("classes") or ()
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
+def _composite(job: Job, step: Step, context: MakeContext) -> Made:
+    from core.generate.composite import CompositeParams, CompositeRequest, composite_sample
+
+    options = step.options
+    placement = _placement(options, context.store.classes, {"scale": (0.5, 1.2), "max_translate": 0.5, "max_rotate": 15.0})
+    objects = options.get("objects", (1, 3))
+    params = CompositeParams(placement, (int(objects[0]), int(objects[1])), float(options.get("max_truncation", 0.3)),
+                             float(options.get("max_overlap", 0.3)), options.get("blending", "gaussian"),
+                             int(options.get("blend_size", 3)), int(options.get("distractors", 0)))  # fmt: skip
+    min_area = int(options.get("min_area", 64))
+    request = CompositeRequest(_classes(job, options), 1, context.recipe.seed, params, None, min_area,
+                               background_pool=options.get("backgrounds", "labelled"))  # fmt: skip
+    sample = composite_sample(context.library(min_area), request, job.index, list(job.seeds))
+    return Made(sample.result.label_map, sample.result.image, None, None, sample.record["background"],
+                {"generator": "composite", **sample.record, "target_class": job.target_class})
+
+
+def _recombine(job: Job, step: Step, context: MakeContext) -> Made:
+    from core.labels.recombine import RecombineRequest, recombine_one
+
+    options = step.options
+    names = _classes(job, options)
+    if not names:
+        raise InvalidInput(f"recipe: generate[{job.step - 1}].options.classes: name the classes to add")
+    min_area = int(options.get("min_area", 64))
+    request = RecombineRequest(options.get("mode", "overlay"), names, 1, context.recipe.seed,
+                               _placement(options, context.store.classes, {}), min_area=min_area)  # fmt: skip
+    sample = recombine_one(context.library(min_area), request, job.index, list(job.seeds))
+    if sample.result.image is None:
+        raise InvalidInput("this recombination made a label map without an image (bands); give a base map instead")
+    source = sample.record.get("target") or (sample.record.get("base") or {}).get("sample") or ""
+    return Made(sample.result.label_map, sample.result.image, None, None, source,
+                {"generator": "recombine", **sample.record, "target_class": job.target_class})
+
+
+def _diffusion(job: Job, step: Step, context: MakeContext) -> Made:
+    from core.generate.diffusion import DEFAULT_NEGATIVE, DiffusionSettings
+    from core.generate.runner import generate_sample
+
+    options = step.options
+    seed = int.from_bytes(hashlib.sha1(repr(job.seeds).encode()).digest()[:4], "big") & 0x7FFFFFFF
+    settings = DiffusionSettings(prompt=options.get("prompt", ""), negative_prompt=options.get("negative_prompt", DEFAULT_NEGATIVE),
+                                 steps=int(options.get("steps", 30)), guidance_scale=float(options.get("guidance_scale", 7.5)),
+                                 conditioning_scale=float(options.get("conditioning_scale", 1.0)),
+                                 width=options.get("width"), height=options.get("height"), seed=seed, count=1)  # fmt: skip
+    (sample,) = generate_sample(context.store, job.source, job.kind, step.model, settings, index=job.index)
+    return Made(sample.result.label_map, sample.result.image, None, None, job.source,
+                {"generator": job.kind, **sample.record, "target_class": job.target_class})

@@ -1,0 +1,184 @@
+"""Export recipes: what a batch export makes, as a small YAML (or JSON) document.
+
+```yaml
+source: path/to/dataset          # any layout SegStudio opens
+seed: 0
+real: include                    # include | exclude the real (labelled) samples
+generate:                        # zero or more steps, run in order
+  - backend: composite           # composite | recombine | controlnet | t2i-adapter
+    count: 200                   # or: balance: {n_balance: 50} / {synthetic_share: 0.5}
+    options: {blending: gaussian}
+split: {train: 0.8, val: 0.2}    # by source sample: one photo's variants never straddle splits
+formats: [voc, coco]             # voc | coco
+```
+
+Every error names the key (``generate[1].count``) and what is accepted. The recipe's hash (of its canonical
+JSON, the source folder resolved) identifies an export: job ids and the ledger depend on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from core.errors import InvalidInput
+
+BACKENDS = ("composite", "recombine", "controlnet", "t2i-adapter")
+FORMATS = ("voc", "coco")
+REAL_CHOICES = ("include", "exclude")
+TOP_KEYS = ("source", "seed", "real", "generate", "split", "formats", "quality", "review")
+STEP_KEYS = ("backend", "count", "balance", "options", "model")
+COMPOSITE_OPTIONS = ("classes", "blending", "blend_size", "objects", "max_truncation", "max_overlap", "distractors",
+                     "scale", "max_rotate", "max_translate", "backgrounds", "min_area")  # fmt: skip
+RECOMBINE_OPTIONS = ("mode", "classes", "scale", "max_rotate", "max_translate", "placement", "protect", "layer",
+                     "ignore_border", "min_area")  # fmt: skip
+DIFFUSION_OPTIONS = ("prompt", "negative_prompt", "steps", "guidance_scale", "conditioning_scale", "width", "height")
+
+
+def _fail(key: str, message: str) -> InvalidInput:
+    return InvalidInput(f"recipe: {key}: {message}")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One generation step.
+
+    Attributes:
+        backend: one of :data:`BACKENDS`.
+        count: how many samples, or ``None`` when ``balance`` plans them.
+        balance: ``{"n_balance": N}`` or ``{"synthetic_share": S}`` (Che et al.'s plan), or ``None``.
+        options: backend settings (see the ``*_OPTIONS`` tuples for the accepted keys).
+        model: control model id for the diffusion backends.
+    """
+
+    backend: str
+    count: int | None = None
+    balance: dict | None = None
+    options: dict = field(default_factory=dict)
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A parsed, validated recipe (see the module docstring)."""
+
+    source: str
+    seed: int = 0
+    real: str = "include"
+    generate: tuple[Step, ...] = ()
+    split: dict[str, float] = field(default_factory=lambda: {"train": 1.0})
+    formats: tuple[str, ...] = ("voc",)
+    quality: dict = field(default_factory=dict)
+    review: bool = False
+
+    def to_json(self) -> dict:
+        doc = asdict(self)
+        doc["generate"] = [asdict(step) for step in self.generate]
+        doc["formats"] = list(self.formats)
+        return doc
+
+    def digest(self) -> str:
+        """16 hex digits identifying this recipe (its canonical JSON)."""
+        return hashlib.sha1(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, doc: dict, base: Path | None = None) -> Recipe:
+        """Validate a recipe document; ``source`` is resolved against ``base`` (the recipe file's folder).
+
+        Raises:
+            InvalidInput: naming the key and what it accepts.
+        """
+        if not isinstance(doc, dict):
+            raise InvalidInput("recipe: the document must be a mapping with at least a 'source' key")
+        unknown = sorted(set(doc) - set(TOP_KEYS))
+        if unknown:
+            raise _fail(unknown[0], f"unknown key; accepted: {', '.join(TOP_KEYS)}")
+        if "source" not in doc or not isinstance(doc["source"], str) or not doc["source"].strip():
+            raise _fail("source", "a dataset folder is required (a path, relative to the recipe file)")
+        source = Path(doc["source"]).expanduser()
+        if not source.is_absolute() and base is not None:
+            source = base / source
+        if not source.is_dir():
+            raise _fail("source", f"{source} is not a folder")
+        seed = doc.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise _fail("seed", f"a non-negative integer, got {seed!r}")
+        real = doc.get("real", "include")
+        if real not in REAL_CHOICES:
+            raise _fail("real", f"one of {', '.join(REAL_CHOICES)}, got {real!r}")
+        steps = doc.get("generate") or []
+        if not isinstance(steps, list):
+            raise _fail("generate", "a list of steps")
+        parsed = tuple(_step(item, f"generate[{i}]") for i, item in enumerate(steps))
+        split = _split(doc.get("split", {"train": 1.0}))
+        formats = doc.get("formats", ["voc"])
+        formats = [formats] if isinstance(formats, str) else formats
+        if not isinstance(formats, list) or not formats or any(f not in FORMATS for f in formats):
+            raise _fail("formats", f"a list of {', '.join(FORMATS)}, got {formats!r}")
+        if doc.get("review"):
+            raise _fail("review", "the review queue is not built yet; set review: false")
+        if doc.get("quality"):
+            raise _fail("quality", "automatic quality gates are not built yet; leave quality out")
+        if real == "exclude" and not parsed:
+            raise _fail("generate", "with real: exclude, at least one generation step is needed")
+        return cls(str(source.resolve()), seed, real, parsed, split, tuple(dict.fromkeys(formats)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        """Read a recipe file (YAML or JSON)."""
+        import yaml
+
+        path = Path(path)
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise InvalidInput(f"cannot read recipe {path}: {exc}") from None
+        return cls.from_dict(doc, base=path.parent)
+
+
+def _step(item, key: str) -> Step:
+    if not isinstance(item, dict):
+        raise _fail(key, "a mapping with a 'backend' key")
+    unknown = sorted(set(item) - set(STEP_KEYS))
+    if unknown:
+        raise _fail(f"{key}.{unknown[0]}", f"unknown key; accepted: {', '.join(STEP_KEYS)}")
+    backend = item.get("backend")
+    if backend not in BACKENDS:
+        raise _fail(f"{key}.backend", f"one of {', '.join(BACKENDS)}, got {backend!r}")
+    count, balance = item.get("count"), item.get("balance")
+    if (count is None) == (balance is None):
+        raise _fail(key, "give exactly one of count (a number of samples) or balance ({n_balance: N} or "
+                         "{synthetic_share: S})")  # fmt: skip
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 10_000_000):
+        raise _fail(f"{key}.count", f"an integer 1..10000000, got {count!r}")
+    if balance is not None:
+        if not isinstance(balance, dict) or len(balance) != 1 or not set(balance) <= {"n_balance", "synthetic_share"}:
+            raise _fail(f"{key}.balance", f"{{n_balance: N}} or {{synthetic_share: S}}, got {balance!r}")
+    options = item.get("options") or {}
+    accepted = {"composite": COMPOSITE_OPTIONS, "recombine": RECOMBINE_OPTIONS}.get(backend, DIFFUSION_OPTIONS)
+    if not isinstance(options, dict):
+        raise _fail(f"{key}.options", "a mapping")
+    bad = sorted(set(options) - set(accepted))
+    if bad:
+        raise _fail(f"{key}.options.{bad[0]}", f"unknown for {backend}; accepted: {', '.join(accepted)}")
+    model = item.get("model")
+    if backend in ("controlnet", "t2i-adapter") and not model:
+        raise _fail(f"{key}.model", f"the {backend} backend needs a model id (segstudio models lists them)")
+    return Step(backend, count, balance, dict(options), model)
+
+
+def _split(split) -> dict[str, float]:
+    if not isinstance(split, dict) or not split:
+        raise _fail("split", f"a mapping of split name to share, such as {{train: 0.8, val: 0.2}}, got {split!r}")
+    shares = {}
+    for name, share in split.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise _fail("split", f"split names are simple words, got {name!r}")
+        if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share <= 1:
+            raise _fail(f"split.{name}", f"a share in (0, 1], got {share!r}")
+        shares[name] = float(share)
+    if abs(sum(shares.values()) - 1.0) > 1e-6:
+        raise _fail("split", f"shares must add up to 1, they add up to {sum(shares.values()):.4f}")
+    return shares

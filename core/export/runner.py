@@ -1,0 +1,255 @@
+"""Running an export: plan, make every pending job (in this process or in worker processes), record each in the
+ledger once its files are in place, then write the split lists, COCO files and provenance.
+
+Workers only make and write samples; the driver alone writes the ledger. A run killed at any moment and
+started again with ``resume`` skips the finished jobs and ends with the same files as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import InvalidInput, StudioError
+from core.export.ledger import Ledger
+from core.export.make import MakeContext, make
+from core.export.plan import Job, dataset_fingerprint, plan_jobs
+from core.export.recipe import Recipe
+from core.export.writers import (
+    clear_temporaries,
+    files_intact,
+    remove_export,
+    write_coco,
+    write_sample,
+    write_splits,
+)
+from core.io.atomic import atomic_write_text
+from core.progress import CancelToken, ProgressFn, no_progress
+from core.store import DatasetStore
+
+CHUNK = 8  # jobs per task sent to a worker
+
+
+@dataclass
+class ExportSummary:
+    """What a run did: jobs made now, skipped (done before), failed (with reasons), and the files written."""
+
+    out: Path
+    made: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    total: int = 0
+
+    def line(self) -> str:
+        failed = f", {len(self.failures)} failed" if self.failures else ""
+        return f"{self.total} samples planned: {self.made} made now, {self.skipped} done before{failed}; output {self.out}"
+
+
+def split_of(source: str, seed: int, shares: dict[str, float]) -> str:
+    """The split of a source sample (every sample made from one photo shares it): a stable hash of the source
+    and the seed, placed on the cumulative shares."""
+    value = int.from_bytes(hashlib.sha1(f"{seed}|{source}".encode()).digest()[:8], "big") / 2**64
+    cumulative = 0.0
+    for name, share in shares.items():
+        cumulative += share
+        if value < cumulative:
+            return name
+    return list(shares)[-1]
+
+
+def _run_jobs(recipe_doc: dict, jobs: list[dict], out: str) -> list[tuple[str, bool, dict | str, dict | None]]:
+    """Make and write a chunk of jobs (in a worker or here); returns ``(job id, ok, record or error, files)``."""
+    context = _context(recipe_doc)
+    results = []
+    for doc in jobs:
+        job = Job(**{**doc, "seeds": tuple(doc["seeds"])})
+        try:
+            made = make(job, context)
+            files = write_sample(Path(out), job.output_id, made, context.store.classes)
+        except StudioError as exc:
+            results.append((job.id, False, str(exc), None))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one job's failure, whatever it is, must not stop the run
+            results.append((job.id, False, f"{type(exc).__name__}: {exc}", None))
+            continue
+        results.append((job.id, True, {"source": made.source, **made.record}, files))
+    return results
+
+
+_CONTEXTS: dict[str, MakeContext] = {}
+
+
+def _context(recipe_doc: dict) -> MakeContext:
+    key = json.dumps(recipe_doc, sort_keys=True)
+    if key not in _CONTEXTS:
+        recipe = Recipe.from_dict({**recipe_doc, "generate": recipe_doc.get("generate", [])})
+        _CONTEXTS.clear()
+        _CONTEXTS[key] = MakeContext(recipe)
+    return _CONTEXTS[key]
+
+
+def _recipe_doc(recipe: Recipe) -> dict:
+    """The recipe as a document ``Recipe.from_dict`` accepts again (for worker processes)."""
+    doc = recipe.to_json()
+    doc["generate"] = [{k: v for k, v in step.items() if v is not None and not (k == "options" and not v)}
+                       for step in doc["generate"]]  # fmt: skip
+    for key in ("quality", "review"):
+        doc.pop(key, None)
+    return doc
+
+
+def run_export(
+    recipe: Recipe,
+    out: str | Path,
+    *,
+    workers: int = 1,
+    resume: bool = False,
+    force: bool = False,
+    retry_failed: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> ExportSummary:
+    """Run (or resume) an export into ``out``.
+
+    Args:
+        workers: processes making samples (1: this process).
+        resume: finish an interrupted export of the same recipe (finished jobs are kept).
+        force: replace another recipe's export in ``out``.
+        retry_failed: make the jobs that failed last time again.
+
+    Raises:
+        InvalidInput: the recipe cannot run (see the message), or ``out`` holds another export.
+        Cancelled: ``cancel`` was set (finished jobs stay recorded; resume later).
+    """
+    out = Path(out).expanduser().resolve()
+    if Path(recipe.source).resolve() in (out, *out.parents):
+        raise InvalidInput(f"the output folder {out} is inside the dataset {recipe.source}; choose a folder outside it")
+    progress = progress or no_progress
+    store = DatasetStore(recipe.source)
+    progress(None, "planning")
+    jobs = plan_jobs(recipe, store)
+    if force:
+        remove_export(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(out)
+    try:
+        ledger.claim(recipe.digest(), dataset_fingerprint(store), recipe.to_json(), resume=resume)
+        ledger.add_jobs(jobs)
+        clear_temporaries(out)
+        store.classes.save(out / "classes.json")
+        states = ledger.states()
+        pending = [j for j in jobs if not _finished(states.get(j.id), out, retry_failed)]
+        summary = ExportSummary(out, skipped=len(jobs) - len(pending), total=len(jobs))
+        by_id = {j.id: j for j in jobs}
+        for job_id, ok, result, files in _execute(_recipe_doc(recipe), pending, out, workers, store, cancel, progress,
+                                                   len(jobs), summary.skipped):  # fmt: skip
+            job = by_id[job_id]
+            if ok:
+                ledger.done(job, _record(job, result, files, recipe), files)
+                summary.made += 1
+            else:
+                ledger.failed(job, result)
+        summary.failures = ledger.failures()
+        progress(None, "writing splits and indexes")
+        finish(out, ledger, recipe, store)
+        progress(1.0, "done")
+        return summary
+    finally:
+        ledger.close()
+
+
+def _finished(state, out: Path, retry_failed: bool) -> bool:
+    if state is None:
+        return False
+    name, files = state
+    if name == "done":
+        return files_intact(out, files)
+    return name == "failed" and not retry_failed
+
+
+def _record(job: Job, result: dict, files: dict, recipe: Recipe) -> dict:
+    paths = sorted(files)
+    image = next(p for p in paths if p.startswith("JPEGImages/"))
+    label = next(p for p in paths if p.startswith("SegmentationClass/"))
+    boxes = next(p for p in paths if p.startswith("Annotations/"))
+    return {**job.to_json(), "split": split_of(result.get("source") or job.output_id, recipe.seed, recipe.split),
+            "provenance": result, "files": {"image": image, "label": label, "boxes": boxes}, "checksums": files}  # fmt: skip
+
+
+def _execute(recipe_doc: dict, pending: list[Job], out: Path, workers: int, store: DatasetStore,
+             cancel: CancelToken | None, progress: ProgressFn, total: int, done_before: int) -> Iterable:  # fmt: skip
+    """Yield ``(job id, ok, record or error, files)`` as jobs finish."""
+    done = done_before
+    chunks = [[j.to_json() for j in pending[i : i + CHUNK]] for i in range(0, len(pending), CHUNK)]
+    if workers <= 1:
+        _CONTEXTS[json.dumps(recipe_doc, sort_keys=True)] = MakeContext(Recipe.from_dict(recipe_doc), store)
+        for chunk in chunks:
+            for item in _run_jobs(recipe_doc, chunk, str(out)):
+                if cancel is not None:
+                    cancel.raise_if_cancelled("the export")
+                done += 1
+                progress(done / total, f"sample {done}/{total}")
+                yield item
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        queued = iter(chunks)
+        running = {pool.submit(_run_jobs, recipe_doc, chunk, str(out)) for chunk in _take(queued, workers * 2)}
+        while running:
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                for item in future.result():
+                    done += 1
+                    progress(done / total, f"sample {done}/{total}")
+                    yield item
+            if cancel is not None and cancel.cancelled:
+                for future in running:
+                    future.cancel()
+                cancel.raise_if_cancelled("the export")
+            running |= {pool.submit(_run_jobs, recipe_doc, chunk, str(out)) for chunk in _take(queued, len(finished))}
+
+
+def _take(iterator, n: int) -> list:
+    out = []
+    for _ in range(n):
+        try:
+            out.append(next(iterator))
+        except StopIteration:
+            break
+    return out
+
+
+def finish(out: Path, ledger: Ledger, recipe: Recipe, store: DatasetStore) -> None:
+    """Write what depends on every job: split lists, COCO files, ``manifest.jsonl``, ``export.json``."""
+    records = ledger.done_records()
+    splits = list(recipe.split)
+    write_splits(out, records, splits)
+    if "coco" in recipe.formats:
+        write_coco(out, records, splits, store.classes)
+    atomic_write_text(out / "manifest.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    counts = {split: sum(1 for r in records if r["split"] == split) for split in splits}
+    summary = {"recipe": recipe.to_json(), "recipe_digest": recipe.digest(), "samples": len(records),
+               "splits": counts, "formats": list(recipe.formats), "failures": [list(f) for f in ledger.failures()],
+               "versions": _versions()}  # fmt: skip
+    atomic_write_text(out / "export.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
+def _versions() -> dict:
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    import cv2
+    import numpy
+    import PIL
+
+    try:
+        segstudio = version("segstudio")
+    except PackageNotFoundError:  # a source checkout that was never installed
+        segstudio = "source"
+    return {"segstudio": segstudio, "numpy": numpy.__version__, "pillow": PIL.__version__, "opencv": cv2.__version__,
+            "python": sys.version.split()[0]}  # fmt: skip

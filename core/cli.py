@@ -316,8 +316,9 @@ def _run_export(args: argparse.Namespace) -> int:
 
             raise InvalidInput("--format is for converting a folder; a recipe names its formats under 'formats'")
         recipe = Recipe.load(target)
-    summary = run_export(recipe, args.out, workers=args.workers, resume=args.resume, force=args.force,
-                         retry_failed=args.retry_failed, progress=_terminal_progress())  # fmt: skip
+    summary = run_export(recipe, args.out, workers=args.workers, runner=args.runner, address=args.address,
+                         resume=args.resume, force=args.force, retry_failed=args.retry_failed,
+                         progress=_terminal_progress())  # fmt: skip
     print(summary.line())
     for output_id, error in summary.failures[:20]:
         print(f"  failed: {output_id}: {error}", file=sys.stderr)
@@ -486,9 +487,13 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="a batch export from a recipe (or a folder converted), resumable")
     export.add_argument("recipe", metavar="RECIPE|DIR", help="a recipe file (YAML), or a dataset folder to convert")
     export.add_argument("--out", required=True, metavar="OUT", help="output folder (outside the dataset)")
-    export.add_argument("--format", action="append", choices=["voc", "coco"], help="with a folder: the formats")
+    export.add_argument("--format", action="append", choices=["voc", "coco", "cityscapes", "yolo-seg", "mmseg", "hf"],
+                        help="with a folder: the formats (repeat for several)")
     export.add_argument("--seed", type=int, default=0, help="with a folder: the seed of the split")
-    export.add_argument("--runner", choices=["local"], default="local", help="where jobs run")
+    export.add_argument("--runner", choices=["local", "ray"], default="local",
+                        help="where jobs run: this machine, or a Ray cluster (pip install 'segstudio[ray]')")
+    export.add_argument("--address", default=None, help="with --runner ray: the cluster (default: a local Ray, "
+                        "or RAY_ADDRESS when set)")
     export.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
     export.add_argument("--resume", action="store_true", help="finish an interrupted export of the same recipe")
     export.add_argument("--force", action="store_true", help="replace another export in OUT")

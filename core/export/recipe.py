@@ -9,7 +9,7 @@ generate:                        # zero or more steps, run in order
     count: 200                   # or: balance: {n_balance: 50} / {synthetic_share: 0.5}
     options: {blending: gaussian}
 split: {train: 0.8, val: 0.2}    # by source sample: one photo's variants never straddle splits
-formats: [voc, coco]             # voc | coco
+formats: [voc, coco]             # voc | coco | cityscapes | yolo-seg | mmseg | hf
 ```
 
 Every error names the key (``generate[1].count``) and what is accepted. The recipe's hash (of its canonical
@@ -26,7 +26,7 @@ from pathlib import Path
 from core.errors import InvalidInput
 
 BACKENDS = ("composite", "recombine", "controlnet", "t2i-adapter")
-FORMATS = ("voc", "coco")
+FORMATS = ("voc", "coco", "cityscapes", "yolo-seg", "mmseg", "hf")
 REAL_CHOICES = ("include", "exclude")
 TOP_KEYS = ("source", "seed", "real", "generate", "split", "formats", "quality", "review")
 STEP_KEYS = ("backend", "count", "balance", "options", "model")

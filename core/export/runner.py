@@ -108,6 +108,8 @@ def run_export(
     out: str | Path,
     *,
     workers: int = 1,
+    runner: str = "local",
+    address: str | None = None,
     resume: bool = False,
     force: bool = False,
     retry_failed: bool = False,
@@ -117,7 +119,8 @@ def run_export(
     """Run (or resume) an export into ``out``.
 
     Args:
-        workers: processes making samples (1: this process).
+        workers: processes making samples (1: this process); with Ray, concurrent tasks.
+        runner: ``"local"`` (this machine) or ``"ray"`` (a Ray cluster: ``address``, or a local Ray).
         resume: finish an interrupted export of the same recipe (finished jobs are kept).
         force: replace another recipe's export in ``out``.
         retry_failed: make the jobs that failed last time again.
@@ -146,8 +149,9 @@ def run_export(
         pending = [j for j in jobs if not _finished(states.get(j.id), out, retry_failed)]
         summary = ExportSummary(out, skipped=len(jobs) - len(pending), total=len(jobs))
         by_id = {j.id: j for j in jobs}
-        for job_id, ok, result, files in _execute(_recipe_doc(recipe), pending, out, workers, store, cancel, progress,
-                                                   len(jobs), summary.skipped):  # fmt: skip
+        execute = _execute if runner == "local" else _ray_execute(address)
+        for job_id, ok, result, files in execute(_recipe_doc(recipe), pending, out, workers, store, cancel, progress,
+                                                  len(jobs), summary.skipped):  # fmt: skip
             job = by_id[job_id]
             if ok:
                 ledger.done(job, _record(job, result, files, recipe), files)
@@ -214,6 +218,13 @@ def _execute(recipe_doc: dict, pending: list[Job], out: Path, workers: int, stor
             running |= {pool.submit(_run_jobs, recipe_doc, chunk, str(out)) for chunk in _take(queued, len(finished))}
 
 
+def _ray_execute(address: str | None):
+    """The Ray runner's ``_execute`` (same arguments and yields); Ray is imported only when asked for."""
+    from core.export.ray_runner import execute_ray
+
+    return lambda *args: execute_ray(*args, address=address)
+
+
 def _take(iterator, n: int) -> list:
     out = []
     for _ in range(n):
@@ -231,6 +242,11 @@ def finish(out: Path, ledger: Ledger, recipe: Recipe, store: DatasetStore) -> No
     write_splits(out, records, splits)
     if "coco" in recipe.formats:
         write_coco(out, records, splits, store.classes)
+    others = [f for f in recipe.formats if f not in ("voc", "coco")]
+    if others:
+        from core.export.formats import write_formats
+
+        write_formats(out, records, splits, store.classes, others)
     atomic_write_text(out / "manifest.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     counts = {split: sum(1 for r in records if r["split"] == split) for split in splits}
     summary = {"recipe": recipe.to_json(), "recipe_digest": recipe.digest(), "samples": len(records),

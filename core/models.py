@@ -377,6 +377,12 @@ def default_specs() -> list[ModelSpec]:
              ("tokenizer_config.json",)),
             description="BLIP image captioning (base); any image-to-text model works in its place", download_size="990 MB",
         ),
+        ModelSpec(
+            "clip-vit-b32", "openai/clip-vit-base-patch32", "image-text-score", "core.export.quality:load_clip",
+            (("config.json",), TRANSFORMERS_WEIGHTS, ("preprocessor_config.json", "processor_config.json"),
+             ("tokenizer_config.json",)),
+            description="CLIP ViT-B/32: image-text score of generated samples (export quality)", download_size="600 MB",
+        ),
         _diffusers_pipeline("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "StableDiffusionPipeline",
                             "Stable Diffusion 1.5 base model", "4 GB"),
         _diffusers_component("controlnet-sd15-seg", "lllyasviel/control_v11p_sd15_seg", "controlnet", "ControlNetModel",

@@ -27,11 +27,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     record TEXT,
     files TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
-    updated REAL
+    updated REAL,
+    review TEXT,
+    score REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_position ON jobs (position);
 """
-STATES = ("pending", "done", "failed")
+STATES = ("pending", "done", "failed", "rejected")
+REVIEW_STATES = ("pending", "accepted", "rejected")
 
 
 class Ledger:
@@ -48,6 +51,10 @@ class Ledger:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.executescript(SCHEMA)
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(jobs)")}
+        for column, kind in (("review", "TEXT"), ("score", "REAL")):  # ledgers of earlier versions
+            if column not in columns:
+                self.conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.conn.close()
@@ -99,14 +106,63 @@ class Ledger:
         rows = self.conn.execute("SELECT id, state, files FROM jobs").fetchall()
         return {r[0]: (r[1], json.loads(r[2]) if r[2] else None) for r in rows}
 
-    def done(self, job: Job, record: dict, files: dict[str, dict]) -> None:
-        """Mark a job done, with its provenance record and its files (``relative path -> {sha1, size}``)."""
+    def jobs(self) -> list[Job]:
+        """Every job of the export (the plan and the replacements of rejected samples), in order."""
+        rows = self.conn.execute("SELECT job FROM jobs ORDER BY position").fetchall()
+        return [Job.from_json(json.loads(r[0])) for r in rows]
+
+    def done(self, job: Job, record: dict, files: dict[str, dict], *, review: str | None = None) -> None:
+        """Mark a job done, with its provenance record and its files (``relative path -> {sha1, size}``);
+        ``review="pending"`` when it waits for a person's decision."""
+        score = (record.get("quality") or {}).get("score")
         with self.conn:
             self.conn.execute(
                 "UPDATE jobs SET state = 'done', error = NULL, record = ?, files = ?, attempts = attempts + 1, "
-                "updated = ? WHERE id = ?",
-                (json.dumps(record, sort_keys=True), json.dumps(files, sort_keys=True), time.time(), job.id),
+                "updated = ?, review = ?, score = ? WHERE id = ?",
+                (json.dumps(record, sort_keys=True), json.dumps(files, sort_keys=True), time.time(), review, score,
+                 job.id),
             )
+
+    def rejected(self, job_id: str, reason: str, record: dict | None = None, *, review: str | None = None) -> None:
+        """Mark a job rejected (by the quality gate, or by a person when ``review="rejected"``); its files are gone."""
+        score = ((record or {}).get("quality") or {}).get("score")
+        with self.conn:
+            self.conn.execute(
+                "UPDATE jobs SET state = 'rejected', error = ?, record = COALESCE(?, record), files = NULL, "
+                "updated = ?, review = ?, score = COALESCE(?, score), attempts = attempts + 1 WHERE id = ?",
+                (reason, None if record is None else json.dumps(record, sort_keys=True), time.time(), review, score,
+                 job_id),
+            )
+
+    def accept(self, job_id: str, record: dict, files: dict[str, dict]) -> None:
+        """A person accepted a job's sample: its files moved to the final tree."""
+        with self.conn:
+            self.conn.execute(
+                "UPDATE jobs SET review = 'accepted', record = ?, files = ?, updated = ? WHERE id = ?",
+                (json.dumps(record, sort_keys=True), json.dumps(files, sort_keys=True), time.time(), job_id),
+            )
+
+    def row(self, job_id: str) -> dict | None:
+        """One job's row: ``{job, state, error, record, files, review, score}`` (JSON columns decoded)."""
+        found = self.conn.execute("SELECT job, state, error, record, files, review, score FROM jobs WHERE id = ?",
+                                  (job_id,)).fetchone()  # fmt: skip
+        if found is None:
+            return None
+        job, state, error, record, files, review, score = found
+        return {"job": Job.from_json(json.loads(job)), "state": state, "error": error,
+                "record": json.loads(record) if record else None, "files": json.loads(files) if files else None,
+                "review": review, "score": score}  # fmt: skip
+
+    def review_rows(self, review: str = "pending") -> list[dict]:
+        """Rows of done jobs whose review is ``review``, in plan order (see :meth:`row`)."""
+        ids = self.conn.execute("SELECT id FROM jobs WHERE state = 'done' AND review = ? ORDER BY position",
+                                (review,)).fetchall()  # fmt: skip
+        return [self.row(r[0]) for r in ids]
+
+    def step_rows(self) -> list[tuple[int, int, str]]:
+        """``(step, index, state)`` of every job."""
+        rows = self.conn.execute("SELECT job, state FROM jobs ORDER BY position").fetchall()
+        return [(json.loads(j)["step"], json.loads(j)["index"], s) for j, s in rows]
 
     def failed(self, job: Job, error: str) -> None:
         with self.conn:
@@ -116,9 +172,23 @@ class Ledger:
             )
 
     def done_records(self) -> list[dict]:
-        """The records of finished jobs, in plan order."""
-        rows = self.conn.execute("SELECT record FROM jobs WHERE state = 'done' ORDER BY position").fetchall()
-        return [json.loads(r[0]) for r in rows]
+        """The records of finished jobs that belong in the output (not waiting for review), in plan order."""
+        rows = self.conn.execute(
+            "SELECT record, review FROM jobs WHERE state = 'done' AND (review IS NULL OR review = 'accepted') "
+            "ORDER BY position"
+        ).fetchall()
+        return [{**json.loads(record), "review": review or "not required"} for record, review in rows]
+
+    def review_counts(self) -> dict[str, int]:
+        """How many generated samples wait for review, were accepted, were rejected by a person or by the gate."""
+        rows = self.conn.execute("SELECT state, review, COUNT(*) FROM jobs WHERE review IS NOT NULL OR state = "
+                                 "'rejected' GROUP BY state, review").fetchall()  # fmt: skip
+        counts = {"pending": 0, "accepted": 0, "rejected": 0, "gate": 0}
+        for state, review, n in rows:
+            key = "gate" if state == "rejected" and review is None else review
+            if state in ("done", "rejected") and key in counts:
+                counts[key] += n
+        return counts
 
     def failures(self) -> list[tuple[str, str]]:
         """``(output id, error)`` of failed jobs, in plan order."""

@@ -43,6 +43,18 @@ class MakeContext:
         self.recipe = recipe
         self.store = store or DatasetStore(recipe.source)
         self._libraries: dict[int, object] = {}
+        self._clip = None
+
+    def clip(self):
+        """The CLIP model and processor when the recipe's quality asks for CLIP scores, else ``None``."""
+        if not self.recipe.quality.get("clip"):
+            return None
+        if self._clip is None:
+            from core.export.quality import CLIP_MODEL_ID
+            from core.models import default_registry
+
+            self._clip = default_registry().load(CLIP_MODEL_ID)
+        return self._clip
 
     def library(self, min_area: int):
         from core.labels.recombine import RegionLibrary

@@ -46,9 +46,24 @@ class Job:
                 "output_id": self.output_id, "source": self.source, "target_class": self.target_class,
                 "seeds": list(self.seeds)}  # fmt: skip
 
+    @classmethod
+    def from_json(cls, doc: dict) -> Job:
+        return cls(**{**doc, "seeds": tuple(doc["seeds"])})
+
+    def replacement(self, digest: str, index: int, position: int) -> Job:
+        """The job that makes another sample in place of this rejected one: same step, source and target class,
+        the step's next index (hence the next seed)."""
+        return Job(job_id(digest, self.step, index), position, self.step, index, self.kind,
+                   generated_output_id(self.step, self.kind, index), self.source, self.target_class,
+                   (self.seeds[0], self.step, index))  # fmt: skip
+
 
 def job_id(digest: str, step: int, index: int) -> str:
     return hashlib.sha1(f"{digest}|{step}|{index}".encode()).hexdigest()[:16]
+
+
+def generated_output_id(step: int, backend: str, index: int) -> str:
+    return f"gen{step}_{backend.replace('-', '_')}_{index:06d}"
 
 
 def safe_id(sample_id: str) -> str:
@@ -82,7 +97,7 @@ def plan_jobs(recipe: Recipe, store: DatasetStore) -> list[Job]:
                             (recipe.seed, 0, index)))  # fmt: skip
     for number, step in enumerate(recipe.generate, start=1):
         for index, (source, target) in enumerate(_step_sources(step, store, labelled, recipe.seed, number)):
-            output_id = f"gen{number}_{step.backend.replace('-', '_')}_{index:06d}"
+            output_id = generated_output_id(number, step.backend, index)
             jobs.append(Job(job_id(digest, number, index), len(jobs), number, index, step.backend, output_id, source,
                             target, (recipe.seed, number, index)))  # fmt: skip
     return jobs

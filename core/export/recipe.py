@@ -9,6 +9,8 @@ generate:                        # zero or more steps, run in order
     count: 200                   # or: balance: {n_balance: 50} / {synthetic_share: 0.5}
     options: {blending: gaussian}
 split: {train: 0.8, val: 0.2}    # by source sample: one photo's variants never straddle splits
+quality: {min_score: 0.3}        # optional gate on generated samples (core.export.quality); clip: true adds CLIP
+review: false                    # true: generated samples wait for a person's accept / reject before the final write
 formats: [voc, coco]             # voc | coco | cityscapes | yolo-seg | mmseg | hf
 ```
 
@@ -29,6 +31,7 @@ BACKENDS = ("composite", "recombine", "controlnet", "t2i-adapter")
 FORMATS = ("voc", "coco", "cityscapes", "yolo-seg", "mmseg", "hf")
 REAL_CHOICES = ("include", "exclude")
 TOP_KEYS = ("source", "seed", "real", "generate", "split", "formats", "quality", "review")
+QUALITY_KEYS = ("min_score", "min_clip", "clip")
 STEP_KEYS = ("backend", "count", "balance", "options", "model")
 COMPOSITE_OPTIONS = ("classes", "blending", "blend_size", "objects", "max_truncation", "max_overlap", "distractors",
                      "scale", "max_rotate", "max_translate", "backgrounds", "min_area")  # fmt: skip
@@ -117,13 +120,15 @@ class Recipe:
         formats = [formats] if isinstance(formats, str) else formats
         if not isinstance(formats, list) or not formats or any(f not in FORMATS for f in formats):
             raise _fail("formats", f"a list of {', '.join(FORMATS)}, got {formats!r}")
-        if doc.get("review"):
-            raise _fail("review", "the review queue is not built yet; set review: false")
-        if doc.get("quality"):
-            raise _fail("quality", "automatic quality gates are not built yet; leave quality out")
+        review = doc.get("review", False)
+        if review is None:
+            review = False
+        if not isinstance(review, bool):
+            raise _fail("review", f"true or false, got {review!r}")
+        quality = _quality(doc.get("quality"))
         if real == "exclude" and not parsed:
             raise _fail("generate", "with real: exclude, at least one generation step is needed")
-        return cls(str(source.resolve()), seed, real, parsed, split, tuple(dict.fromkeys(formats)))
+        return cls(str(source.resolve()), seed, real, parsed, split, tuple(dict.fromkeys(formats)), quality, review)
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
@@ -167,6 +172,26 @@ def _step(item, key: str) -> Step:
     if backend in ("controlnet", "t2i-adapter") and not model:
         raise _fail(f"{key}.model", f"the {backend} backend needs a model id (segstudio models lists them)")
     return Step(backend, count, balance, dict(options), model)
+
+
+def _quality(quality) -> dict:
+    if quality is None:
+        return {}
+    if not isinstance(quality, dict):
+        raise _fail("quality", f"a mapping such as {{min_score: 0.3}}, got {quality!r}")
+    unknown = sorted(set(quality) - set(QUALITY_KEYS))
+    if unknown:
+        raise _fail(f"quality.{unknown[0]}", f"unknown key; accepted: {', '.join(QUALITY_KEYS)}")
+    for key, low in (("min_score", 0.0), ("min_clip", -1.0)):
+        value = quality.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= 1):
+            raise _fail(f"quality.{key}", f"a number in [{low:g}, 1], got {value!r}")
+    clip = quality.get("clip", quality.get("min_clip") is not None)
+    if not isinstance(clip, bool):
+        raise _fail("quality.clip", f"true or false, got {clip!r}")
+    if quality.get("min_clip") is not None and not clip:
+        raise _fail("quality.clip", "min_clip needs the CLIP score: leave clip out or set it to true")
+    return {k: v for k, v in {**quality, "clip": clip}.items() if v is not None}
 
 
 def _split(split) -> dict[str, float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from core.errors import InvalidInput, StudioError
 from core.export.ledger import Ledger
 from core.export.make import MakeContext, make
 from core.export.plan import Job, dataset_fingerprint, plan_jobs
+from core.export.quality import passes
+from core.export.quality import score as quality_score
 from core.export.recipe import Recipe
 from core.export.writers import (
     clear_temporaries,
@@ -33,6 +36,8 @@ from core.progress import CancelToken, ProgressFn, no_progress
 from core.store import DatasetStore
 
 CHUNK = 8  # jobs per task sent to a worker
+REVIEW_DIR = "review"  # generated samples waiting for a person's decision
+MAX_TRIES = 3  # a step makes at most 3x its planned count while replacing rejected samples
 
 
 @dataclass
@@ -44,10 +49,15 @@ class ExportSummary:
     skipped: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     total: int = 0
+    rejected: int = 0
+    waiting: int = 0
 
     def line(self) -> str:
         failed = f", {len(self.failures)} failed" if self.failures else ""
-        return f"{self.total} samples planned: {self.made} made now, {self.skipped} done before{failed}; output {self.out}"
+        rejected = f", {self.rejected} turned down by the quality gate" if self.rejected else ""
+        waiting = f"; {self.waiting} wait for review" if self.waiting else ""
+        return (f"{self.total} samples planned: {self.made} made now, {self.skipped} done before{failed}{rejected}"
+                f"{waiting}; output {self.out}")
 
 
 def split_of(source: str, seed: int, shares: dict[str, float]) -> str:
@@ -63,22 +73,38 @@ def split_of(source: str, seed: int, shares: dict[str, float]) -> str:
 
 
 def _run_jobs(recipe_doc: dict, jobs: list[dict], out: str) -> list[tuple[str, bool, dict | str, dict | None]]:
-    """Make and write a chunk of jobs (in a worker or here); returns ``(job id, ok, record or error, files)``."""
+    """Make, score and write a chunk of jobs (in a worker or here).
+
+    Returns ``(job id, ok, record or error, files)`` per job; ``files`` is ``None`` for a sample the quality gate
+    turned down (its record holds the reason under ``gate``). Generated samples of a recipe with ``review`` are
+    written under ``review/`` until a person accepts them.
+    """
     context = _context(recipe_doc)
     results = []
     for doc in jobs:
-        job = Job(**{**doc, "seeds": tuple(doc["seeds"])})
+        job = Job.from_json(doc)
         try:
-            made = make(job, context)
-            files = write_sample(Path(out), job.output_id, made, context.store.classes)
+            results.append((job.id, True, *_make_one(job, context, Path(out))))
         except StudioError as exc:
             results.append((job.id, False, str(exc), None))
-            continue
         except Exception as exc:  # noqa: BLE001 - one job's failure, whatever it is, must not stop the run
             results.append((job.id, False, f"{type(exc).__name__}: {exc}", None))
-            continue
-        results.append((job.id, True, {"source": made.source, **made.record}, files))
     return results
+
+
+def _make_one(job: Job, context: MakeContext, out: Path) -> tuple[dict, dict | None]:
+    made = make(job, context)
+    record = {"source": made.source, **made.record}
+    classes = context.store.classes
+    if job.kind != "real":
+        record["quality"] = quality_score(made.image, made.label_map, classes, context.clip())
+        passed, reason = passes(record["quality"], context.recipe.quality)
+        if not passed:
+            return {**record, "gate": reason}, None
+    if not (context.recipe.review and job.kind != "real"):
+        return record, write_sample(out, job.output_id, made, classes)
+    files = write_sample(out / REVIEW_DIR, job.output_id, made, classes)
+    return record, {f"{REVIEW_DIR}/{path}": facts for path, facts in files.items()}
 
 
 _CONTEXTS: dict[str, MakeContext] = {}
@@ -98,8 +124,6 @@ def _recipe_doc(recipe: Recipe) -> dict:
     doc = recipe.to_json()
     doc["generate"] = [{k: v for k, v in step.items() if v is not None and not (k == "options" and not v)}
                        for step in doc["generate"]]  # fmt: skip
-    for key in ("quality", "review"):
-        doc.pop(key, None)
     return doc
 
 
@@ -145,20 +169,22 @@ def run_export(
         ledger.add_jobs(jobs)
         clear_temporaries(out)
         store.classes.save(out / "classes.json")
-        states = ledger.states()
-        pending = [j for j in jobs if not _finished(states.get(j.id), out, retry_failed)]
-        summary = ExportSummary(out, skipped=len(jobs) - len(pending), total=len(jobs))
-        by_id = {j.id: j for j in jobs}
+        planned = Counter(j.step for j in jobs)
+        summary = ExportSummary(out)
         execute = _execute if runner == "local" else _ray_execute(address)
-        for job_id, ok, result, files in execute(_recipe_doc(recipe), pending, out, workers, store, cancel, progress,
-                                                  len(jobs), summary.skipped):  # fmt: skip
-            job = by_id[job_id]
-            if ok:
-                ledger.done(job, _record(job, result, files, recipe), files)
-                summary.made += 1
-            else:
-                ledger.failed(job, result)
+        first = True
+        while first or _add_replacements(ledger, recipe.digest(), planned):
+            all_jobs, states = ledger.jobs(), ledger.states()
+            pending = [j for j in all_jobs if not _finished(states.get(j.id), out, retry_failed)]
+            summary.total = len(all_jobs)
+            if first:
+                summary.skipped, first = len(all_jobs) - len(pending), False
+            by_id = {j.id: j for j in pending}
+            for job_id, ok, result, files in execute(_recipe_doc(recipe), pending, out, workers, store, cancel, progress,
+                                                      len(all_jobs), len(all_jobs) - len(pending)):  # fmt: skip
+                _record_result(ledger, by_id[job_id], ok, result, files, recipe, summary)
         summary.failures = ledger.failures()
+        summary.waiting = len(ledger.review_rows("pending"))
         progress(None, "writing splits and indexes")
         finish(out, ledger, recipe, store)
         progress(1.0, "done")
@@ -167,22 +193,67 @@ def run_export(
         ledger.close()
 
 
+def _record_result(ledger: Ledger, job: Job, ok: bool, result, files: dict | None, recipe: Recipe,
+                   summary: ExportSummary) -> None:  # fmt: skip
+    if not ok:
+        ledger.failed(job, result)
+    elif files is None:
+        ledger.rejected(job.id, f"quality gate: {result['gate']}", _record(job, result, None, recipe))
+        summary.rejected += 1
+    else:
+        review = "pending" if recipe.review and job.kind != "real" else None
+        ledger.done(job, _record(job, result, files, recipe), files, review=review)
+        summary.made += 1
+
+
+def _add_replacements(ledger: Ledger, digest: str, planned: Counter) -> list[Job]:
+    """Plan a new job for each rejected sample of a generation step that has fewer live samples than planned
+    (at most ``MAX_TRIES`` times the planned count per step); returns the jobs added."""
+    jobs, states = ledger.jobs(), ledger.states()
+    added: list[Job] = []
+    for step, wanted in sorted(planned.items()):
+        if step == 0:
+            continue
+        of_step = sorted((j for j in jobs if j.step == step), key=lambda j: j.index)
+        rejected = [j for j in of_step if states[j.id][0] == "rejected"]
+        missing = wanted - (len(of_step) - len(rejected))
+        room = MAX_TRIES * wanted - len(of_step)
+        replaced = len(of_step) - wanted  # replacements planned before, for the first rejected jobs
+        for offset, gone in enumerate(rejected[replaced : replaced + min(missing, room)]):
+            index = of_step[-1].index + 1 + offset
+            added.append(gone.replacement(digest, index, len(jobs) + len(added)))
+    ledger.add_jobs(added)
+    return added
+
+
 def _finished(state, out: Path, retry_failed: bool) -> bool:
     if state is None:
         return False
     name, files = state
     if name == "done":
         return files_intact(out, files)
-    return name == "failed" and not retry_failed
+    return name == "rejected" or (name == "failed" and not retry_failed)
 
 
-def _record(job: Job, result: dict, files: dict, recipe: Recipe) -> dict:
-    paths = sorted(files)
-    image = next(p for p in paths if p.startswith("JPEGImages/"))
-    label = next(p for p in paths if p.startswith("SegmentationClass/"))
-    boxes = next(p for p in paths if p.startswith("Annotations/"))
-    return {**job.to_json(), "split": split_of(result.get("source") or job.output_id, recipe.seed, recipe.split),
-            "provenance": result, "files": {"image": image, "label": label, "boxes": boxes}, "checksums": files}  # fmt: skip
+def _record(job: Job, result: dict, files: dict | None, recipe: Recipe) -> dict:
+    """The manifest line of a job: the job, its split, provenance, files and checksums."""
+    split = split_of(result.get("source") or job.output_id, recipe.seed, recipe.split)
+    record = {**job.to_json(), "split": split, "provenance": result, "files": sample_files(files or {}),
+              "checksums": files or {}}  # fmt: skip
+    if "quality" in result:
+        record["quality"] = result["quality"]
+    return record
+
+
+def sample_files(files: dict) -> dict:
+    """``{"image", "label", "boxes"}`` paths of a sample's files (relative to the export)."""
+    named = {}
+    for path in sorted(files):
+        folder = Path(path).parent.name
+        key = {"JPEGImages": "image", "SegmentationClass": "label", "Annotations": "boxes"}.get(folder)
+        if key:
+            named[key] = path
+    return named
 
 
 def _execute(recipe_doc: dict, pending: list[Job], out: Path, workers: int, store: DatasetStore,
@@ -251,7 +322,7 @@ def finish(out: Path, ledger: Ledger, recipe: Recipe, store: DatasetStore) -> No
     counts = {split: sum(1 for r in records if r["split"] == split) for split in splits}
     summary = {"recipe": recipe.to_json(), "recipe_digest": recipe.digest(), "samples": len(records),
                "splits": counts, "formats": list(recipe.formats), "failures": [list(f) for f in ledger.failures()],
-               "versions": _versions()}  # fmt: skip
+               "review": ledger.review_counts(), "versions": _versions()}  # fmt: skip
     atomic_write_text(out / "export.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 

@@ -20,6 +20,7 @@ from core.errors import InvalidInput, StudioError
 from core.export.ledger import Ledger
 from core.export.make import MakeContext, make
 from core.export.plan import Job, dataset_fingerprint, plan_jobs
+from core.export.preflight import preflight
 from core.export.quality import passes
 from core.export.quality import score as quality_score
 from core.export.recipe import Recipe
@@ -160,6 +161,8 @@ def run_export(
     store = DatasetStore(recipe.source)
     progress(None, "planning")
     jobs = plan_jobs(recipe, store)
+    progress(None, "checking models, classes and disk space")
+    preflight(recipe, store, jobs, out)
     if force:
         remove_export(out)
     out.mkdir(parents=True, exist_ok=True)

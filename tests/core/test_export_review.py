@@ -143,9 +143,26 @@ def test_clip_scores_come_from_a_local_model_and_a_missing_one_is_named(samples_
     from core.models import default_registry
 
     recipe = _recipe(samples_copy, generate=[{"backend": "composite", "count": 2}], quality={"clip": True})
-    failed = run_export(recipe, tmp_path / "missing")
-    assert len(failed.failures) == 2 and "clip-vit-b32" in failed.failures[0][1]
+    with pytest.raises(InvalidInput, match=r"quality.clip: model 'clip-vit-b32' .* is not installed"):
+        run_export(recipe, tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()  # refused before anything was written
     _save_tiny_clip(default_registry().local_folder("clip-vit-b32"))
     done = run_export(recipe, tmp_path / "out")
     clips = [r["quality"]["clip"] for r in _manifest(tmp_path / "out") if r["kind"] == "composite"]
     assert done.made == 5 and len(clips) == 2 and all(-1.0 <= c <= 1.0 for c in clips)
+
+
+def test_preflight_names_unknown_classes_missing_models_and_too_little_disk(samples_copy, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    with pytest.raises(InvalidInput, match=r"generate\[0\].options.classes: unknown class 'unicorn'"):
+        run_export(_recipe(samples_copy, generate=[{"backend": "composite", "count": 1,
+                                                    "options": {"classes": ["unicorn"]}}]), tmp_path / "a")  # fmt: skip
+    controlnet = [{"backend": "controlnet", "count": 1, "model": "controlnet-sd15-seg"}]
+    with pytest.raises(InvalidInput, match=r"generate\[0\].model: model 'controlnet-sd15-seg'"):
+        run_export(_recipe(samples_copy, generate=controlnet), tmp_path / "b")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 5000, 5000))
+    with pytest.raises(InvalidInput, match=r"needs about [0-9,]+ kB and .* has 5 kB free"):
+        run_export(_recipe(samples_copy), tmp_path / "c")

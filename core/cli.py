@@ -318,10 +318,57 @@ def _run_export(args: argparse.Namespace) -> int:
         recipe = Recipe.load(target)
     summary = run_export(recipe, args.out, workers=args.workers, runner=args.runner, address=args.address,
                          resume=args.resume, force=args.force, retry_failed=args.retry_failed,
-                         progress=_terminal_progress())  # fmt: skip
+                         progress=_sample_progress())  # fmt: skip
     print(summary.line())
     for output_id, error in summary.failures[:20]:
         print(f"  failed: {output_id}: {error}", file=sys.stderr)
+    return 0
+
+
+def _sample_progress():
+    """A progress callback drawing a tqdm bar in samples (rate in samples/s, time left) from the runner's
+    ``sample i/n`` messages; phases without a count are shown as the bar's description."""
+    import re
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="sample", leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty())
+
+    def report(fraction, message=""):
+        counted = re.match(r"sample (\d+)/(\d+)", message or "")
+        if counted:
+            done, total = int(counted[1]), int(counted[2])
+            if bar.total != total:
+                bar.reset(total=total)
+                bar.n = done - 1
+            bar.update(done - bar.n)
+        elif message:
+            bar.set_description(message[:40])
+        if fraction is not None and fraction >= 1.0:
+            bar.close()
+
+    return report
+
+
+def _review(args: argparse.Namespace) -> int:
+    from core.export.review import decide, review_queue
+
+    queue = review_queue(args.out, step=args.step, min_score=args.min_score, max_score=args.max_score)
+    by_output = {item.output_id: item for item in queue}
+    decisions = [(name, "accept") for name in args.accept or ()] + [(name, "reject") for name in args.reject or ()]
+    for name, decision in decisions:
+        if name not in by_output:
+            from core.errors import InvalidInput
+
+            raise InvalidInput(f"{name} is not waiting for review in {args.out}; `segstudio review {args.out}` lists them")
+        print(decide(args.out, by_output[name].job_id, decision))
+    if not decisions:
+        for item in queue:
+            score = "-" if item.score is None else f"{item.score:.3f}"
+            print(f"{item.output_id}\tstep {item.step}\t{item.kind}\tscore {score}\t{item.image}")
+        print(f"{len(queue)} samples wait for review", file=sys.stderr)
+    else:
+        print(f"decisions recorded; `segstudio export RECIPE --out {args.out} --resume` writes the final files")
     return 0
 
 
@@ -499,6 +546,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="replace another export in OUT")
     export.add_argument("--retry-failed", action="store_true", help="make the jobs that failed last time again")
     export.set_defaults(handler=_run_export)
+
+    review = sub.add_parser("review", help="list an export's samples waiting for review, accept or reject them")
+    review.add_argument("out", metavar="OUT", help="the export's output folder")
+    review.add_argument("--accept", action="append", metavar="ID", help="accept a sample (repeat for several)")
+    review.add_argument("--reject", action="append", metavar="ID", help="reject a sample (repeat for several)")
+    review.add_argument("--step", type=int, default=None, help="only this generation step (1 = the first)")
+    review.add_argument("--min-score", type=float, default=None, help="only samples scoring at least this")
+    review.add_argument("--max-score", type=float, default=None, help="only samples scoring at most this")
+    review.set_defaults(handler=_review)
 
     info = sub.add_parser("info", help="summarise a dataset folder")
     info.add_argument("dir", metavar="DIR")

@@ -32,7 +32,7 @@ from core.io.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from core.io.images import load_label_map, save_image, save_label_map
 from core.types import Box, ClassSet
 
-OWNED = ("JPEGImages", "SegmentationClass", "Annotations", "ImageSets", "annotations")
+OWNED = ("JPEGImages", "SegmentationClass", "Annotations", "ImageSets", "annotations", "review")
 COPIED_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 

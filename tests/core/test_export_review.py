@@ -166,3 +166,31 @@ def test_preflight_names_unknown_classes_missing_models_and_too_little_disk(samp
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 5000, 5000))
     with pytest.raises(InvalidInput, match=r"needs about [0-9,]+ kB and .* has 5 kB free"):
         run_export(_recipe(samples_copy), tmp_path / "c")
+
+
+def test_review_from_the_command_line(samples_copy, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT_ROOT
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"source": str(samples_copy), "generate": [{"backend": "composite", "count": 2}],
+                                  "review": True}))  # fmt: skip
+    out = tmp_path / "out"
+
+    def cli(*args):
+        done = subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    assert "2 wait for review" in cli("export", str(recipe), "--out", str(out)).stdout
+    listed = cli("review", str(out))
+    ids = [line.split("\t")[0] for line in listed.stdout.splitlines()]
+    assert ids == ["gen1_composite_000000", "gen1_composite_000001"] and "2 samples wait" in listed.stderr
+    decided = cli("review", str(out), "--accept", "gen1_composite_000000", "--reject", "gen1_composite_000001")
+    assert "gen1_composite_000000: accepted" in decided.stdout and "rejected" in decided.stdout
+    assert "1 made now" in cli("export", str(recipe), "--out", str(out), "--resume").stdout
+    refused = subprocess.run([sys.executable, "-m", "core.cli", "review", str(out), "--accept", "gen1_composite_000000"],
+                             cwd=PROJECT_ROOT, capture_output=True, text=True)  # fmt: skip
+    assert refused.returncode != 0 and "not waiting for review" in refused.stderr

@@ -117,7 +117,7 @@ def _run_info(args: argparse.Namespace) -> int:
     store = open_store(args.dir)
     problems = store.check(decode_images=True)
     labelled = len(store.labelled_ids())
-    with_file = sum(1 for s in store.samples if s.label_path is not None)
+    with_file = sum(1 for s in store.samples if s.has_label_map)
     boxes = sum(len(s.boxes) for s in store.samples)
     summary = {
         "root": str(store.root), "layout": store.layout, "classes": store.classes.name,

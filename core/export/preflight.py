@@ -82,7 +82,8 @@ def estimate_bytes(recipe: Recipe, store: DatasetStore, jobs: list[Job]) -> int:
     for sample_id in store.labelled_ids()[:SAMPLED]:
         sample = store.get(sample_id)
         try:
-            sizes.append(sample.image_path.stat().st_size + (sample.label_path.stat().st_size if sample.label_path else 0))
+            image = sample.image_path.stat().st_size
+            sizes.append(image + (sample.label_path.stat().st_size if sample.label_path else image // 10))
         except OSError:
             continue
     per_sample = sum(sizes) / len(sizes) if sizes else 200_000

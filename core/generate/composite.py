@@ -328,7 +328,7 @@ def _draw_background(library, pool: list[str], rng: np.random.Generator, labelle
             library.skipped.add(Problem("", str(exc), sample_id))
             continue
         if data.label_problem and labelled_only:
-            library.skipped.add(Problem(str(data.sample.label_path), data.label_problem, sample_id))
+            library.skipped.add(Problem(str(data.sample.label_path or data.sample.image_path), data.label_problem, sample_id))
             continue
         return sample_id, data.image, data.label_map
     raise InvalidInput(f"none of the {len(pool)} background samples could be read; {library.skipped.summary()}")

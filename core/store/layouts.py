@@ -2,7 +2,7 @@
 
 Use these through :class:`core.store.DatasetStore`, which adds revisions, conflict checks and caches.
 
-Three layouts are read:
+SegStudio's own layouts:
 
 - ``voc``: ``JPEGImages/``, ``SegmentationClass/`` palette PNGs, ``Annotations/*.xml``, optional
   ``ImageSets/``;
@@ -11,9 +11,14 @@ Three layouts are read:
 - ``images``: a plain folder of images, searched recursively, with nothing annotated yet. Label maps
   and boxes saved for it go to ``SegmentationClass/<id>.png`` and ``Annotations/<id>.xml``, as in VOC.
 
+Layouts written by other tools (``coco``, ``yolo``, ``cityscapes``, ``mmseg``, ``labelme``) are read by
+:mod:`core.store.foreign`: their label maps are derived on demand (never written into the folder), and a label map
+or boxes saved for one of their samples go to ``SegmentationClass/<id>.png`` and ``Annotations/<id>.xml``, which
+then take precedence over the derived ones.
+
 A ``classes.json`` in the root gives the class set; otherwise VOC's (or background/foreground for
-``boxes_csv``). Per-file problems (a broken XML, a missing image) are collected in
-``Dataset.problems`` and the entry is skipped; the dataset still opens.
+``boxes_csv``; the foreign layouts' own classes for those). Per-file problems (a broken XML, a missing image) are
+collected in ``Dataset.problems`` and the entry is skipped; the dataset still opens.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from core.errors import InvalidInput
 from core.io import voc
 from core.io.atomic import write_with_history
 from core.io.images import IMAGE_SUFFIXES, image_size, load_image, load_label_map, save_label_map
+from core.store import foreign
+from core.store.index import file_stamp
 from core.store.records import Dataset, Sample, natural_key
 from core.types import Box, ClassSet, voc_colormap
 
@@ -35,19 +42,23 @@ CLASSES_FILE = "classes.json"
 BOXES_CSV = "boxes.csv"
 CSV_COLUMNS = ("name", "image", "mask", "x0", "y0", "x1", "y1")
 SKIPPED_DIRS = {voc.LABEL_DIR, voc.ANNOTATION_DIR, voc.IMAGESETS_DIR, "masks"}
-LAYOUTS = ("voc", "boxes_csv", "images")
+OWN_LAYOUTS = ("voc", "boxes_csv", "images")
 
 
 def detect_layout(root: Path) -> str:
-    """``"voc"`` when ``JPEGImages/`` exists, ``"boxes_csv"`` when ``boxes.csv`` exists, else ``"images"``."""
+    """``"voc"`` when ``JPEGImages/`` exists, ``"boxes_csv"`` when ``boxes.csv`` exists, then the layouts of
+    other tools (:func:`core.store.foreign.detect`), else ``"images"``."""
     if (root / voc.IMAGE_DIR).is_dir():
         return "voc"
     if (root / BOXES_CSV).is_file():
         return "boxes_csv"
-    return "images"
+    return foreign.detect(root) or "images"
 
 
-def _class_set(root: Path, default: ClassSet) -> ClassSet:
+LAYOUTS = (*OWN_LAYOUTS, *foreign.FOREIGN_LAYOUTS)
+
+
+def _class_set(root: Path, default: ClassSet | None) -> ClassSet | None:
     path = root / CLASSES_FILE
     return ClassSet.load(path) if path.is_file() else default
 
@@ -61,7 +72,7 @@ def open_dataset(root: str | Path, layout: str | None = None) -> Dataset:
 
     Args:
         root: the folder.
-        layout: one of ``voc``, ``boxes_csv``, ``images``; detected when ``None``.
+        layout: one of :data:`LAYOUTS`; detected when ``None``.
 
     Raises:
         InvalidInput: the folder does not exist, the layout is unknown, or no image was found.
@@ -70,7 +81,7 @@ def open_dataset(root: str | Path, layout: str | None = None) -> Dataset:
     if not root.is_dir():
         raise InvalidInput(f"dataset folder {root} does not exist or is not a folder")
     layout = layout or detect_layout(root)
-    readers = {"voc": _read_voc, "boxes_csv": _read_boxes_csv, "images": _read_image_folder}
+    readers = {"voc": _read_voc, "boxes_csv": _read_boxes_csv, "images": _read_image_folder, **foreign.READERS}
     if layout not in readers:
         raise InvalidInput(f"unknown dataset layout {layout!r}; accepted: {', '.join(LAYOUTS)}")
     dataset = readers[layout](root)
@@ -78,7 +89,8 @@ def open_dataset(root: str | Path, layout: str | None = None) -> Dataset:
         detail = f" ({len(dataset.problems)} problems: {dataset.problems[0]})" if dataset.problems else ""
         raise InvalidInput(
             f"no images found in {root} (layout {layout}){detail}; accepted layouts: a VOC folder with "
-            f"JPEGImages/, a folder with boxes.csv, or a folder of {', '.join(IMAGE_SUFFIXES)} files"
+            f"JPEGImages/, a folder with boxes.csv, COCO, YOLO, Cityscapes, mmsegmentation or labelme folders, "
+            f"or a folder of {', '.join(IMAGE_SUFFIXES)} files"
         )
     return dataset
 
@@ -207,13 +219,70 @@ def load_sample_label_map(
 ) -> np.ndarray | None:
     """The sample's label map, ``H x W uint8``, checked against its image size; ``None`` when it has none.
 
+    A saved map (``sample.label_path``) is read when it exists, else the map derived from another tool's
+    annotation (``sample.label_source``).
+
     Args:
         image_hw: the image's ``(height, width)`` when already known (read from the header otherwise).
     """
-    if not sample.has_label_map:
-        return None
-    expected = image_hw or image_size(sample.image_path)
-    return load_label_map(sample.label_path, dataset.classes, expected_size=expected)  # type: ignore[arg-type]
+    if sample.label_path is not None and sample.label_path.is_file():
+        expected = image_hw or image_size(sample.image_path)
+        return load_label_map(sample.label_path, dataset.classes, expected_size=expected)
+    if sample.label_source is not None:
+        return foreign.render_label_map(dataset, sample, image_hw or image_size(sample.image_path))
+    return None
+
+
+def label_origin(sample: Sample) -> Path | None:
+    """The file the sample's label map is read from: its saved map, else its foreign annotation; ``None``
+    when it has no label map."""
+    if sample.label_path is not None and sample.label_path.is_file():
+        return sample.label_path
+    if sample.label_source is not None:
+        return sample.label_source.path
+    return None
+
+
+def label_version(dataset: Dataset, sample: Sample) -> tuple[str, str] | None:
+    """``(key, stamp)`` naming the sample's label map and its version, for caching facts about it; ``None``
+    when it has no label map."""
+    if sample.label_path is not None and sample.label_path.is_file():
+        stamp = file_stamp(sample.label_path)
+        return (str(sample.label_path), stamp) if stamp else None
+    if sample.label_source is not None:
+        stamp = foreign.label_stamp(dataset, sample)
+        return (f"{sample.label_source.path}#{sample.id}", stamp) if stamp else None
+    return None
+
+
+def annotation_stamp(dataset: Dataset, sample: Sample) -> str | None:
+    """The version of the sample's own annotation files (its saved boxes, and for other tools' layouts its own
+    annotation file); a change means the sample must be read again (:func:`reload_sample`)."""
+    stamp = file_stamp(dataset.root / voc.ANNOTATION_DIR / f"{sample.id}.xml")
+    if dataset.layout in OWN_LAYOUTS:
+        return stamp
+    return "|".join([stamp or "-", *(file_stamp(p) or "-" for p in foreign.per_sample_files(sample))])
+
+
+def reload_sample(dataset: Dataset, sample: Sample, problems: list[str]) -> Sample:
+    """The sample read again from its annotation files (after another program changed them)."""
+    if dataset.layout not in OWN_LAYOUTS:
+        return foreign.reload_sample(dataset, sample, problems)
+    fresh = annotated_sample(dataset.root, sample.id, sample.image_path, dataset.classes, problems)
+    fresh.split = sample.split
+    return fresh
+
+
+def watched_paths(dataset: Dataset) -> list[Path] | None:
+    """Folders and files whose change means the listing must be read again; ``None``: the store's default."""
+    return None if dataset.layout in OWN_LAYOUTS else foreign.watched_paths(dataset)
+
+
+def copy_image_path(dataset: Dataset, sample: Sample, new_id: str) -> Path:
+    """Where the image of a copy of ``sample`` saved as ``new_id`` goes (the listing then finds it by that id)."""
+    if dataset.layout not in OWN_LAYOUTS:
+        return foreign.copy_image_path(dataset, sample, new_id)
+    return sample.image_path.with_name(Path(new_id).name + sample.image_path.suffix)
 
 
 def label_path_for(dataset: Dataset, sample: Sample) -> Path:

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from core.errors import InvalidInput
 from core.types import Box, ClassSet
@@ -34,6 +35,8 @@ class Sample:
         boxes: the sample's boxes (half-open pixel corners, class indices of the dataset's set).
         split: the ``ImageSets`` split(s) the sample belongs to, if any.
         size: ``(height, width)`` when known without decoding the image (from VOC XML).
+        label_source: where the label map is derived from when the dataset was written by another tool
+            (a :class:`core.store.foreign.LabelSource`); a saved ``label_path`` takes precedence over it.
     """
 
     id: str
@@ -42,10 +45,11 @@ class Sample:
     boxes: list[Box] = field(default_factory=list)
     split: tuple[str, ...] = ()
     size: tuple[int, int] | None = None
+    label_source: Any = field(default=None, repr=False, compare=False)
 
     @property
     def has_label_map(self) -> bool:
-        return self.label_path is not None and self.label_path.exists()
+        return (self.label_path is not None and self.label_path.exists()) or self.label_source is not None
 
     def box_classes(self) -> set[int]:
         """The class indices that this sample's boxes carry."""
@@ -58,7 +62,9 @@ class Dataset:
 
     Attributes:
         root: the dataset folder.
-        layout: ``"voc"``, ``"boxes_csv"`` or ``"images"`` (a plain folder of images).
+        layout: ``"voc"``, ``"boxes_csv"``, ``"images"`` (a plain folder of images), or a layout of another
+            tool: ``"coco"``, ``"yolo"``, ``"cityscapes"``, ``"mmseg"``, ``"labelme"`` (see
+            :mod:`core.store.foreign`).
         classes: the class set (``classes.json`` in the root, else VOC).
         samples: samples in a stable order (sorted by id).
         problems: one message per file or entry that could not be read while opening the dataset

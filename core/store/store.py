@@ -34,7 +34,7 @@ import numpy as np
 
 from core.errors import ImageLoadError, InvalidInput, StudioError
 from core.io import voc
-from core.io.images import image_size, load_image, load_label_map, thumbnail
+from core.io.images import image_size, load_image, thumbnail
 from core.store import layouts
 from core.store.drafts import DraftStore
 from core.store.index import FactIndex, file_stamp
@@ -241,10 +241,9 @@ class DatasetStore:
     def _reload_sample(self, sample: Sample) -> Sample:
         """Parse one sample's annotation files again (another program changed them)."""
         with self._lock:
-            stamp = file_stamp(self.root / voc.ANNOTATION_DIR / f"{sample.id}.xml")
+            stamp = layouts.annotation_stamp(self._dataset, sample)
             problems: list[str] = []
-            fresh = layouts.annotated_sample(self.root, sample.id, sample.image_path, self.classes, problems)
-            fresh.split = sample.split
+            fresh = layouts.reload_sample(self._dataset, sample, problems)
             position = self._dataset.samples.index(sample)
             self._dataset.samples[position] = fresh
             self._dataset._by_id[fresh.id] = fresh
@@ -261,7 +260,10 @@ class DatasetStore:
     def _folder_signature(self) -> tuple:
         """Stamps of the folders and index files whose change means the listing must be re-read."""
         root = self.root
-        if self._dataset.layout == "voc":
+        watched = layouts.watched_paths(self._dataset)
+        if watched is not None:  # another tool's layout: the folders and index files it names
+            paths = list(watched)
+        elif self._dataset.layout == "voc":
             paths = [root, root / voc.IMAGE_DIR, root / voc.LABEL_DIR, root / voc.ANNOTATION_DIR,
                      root / voc.IMAGESETS_DIR / "Segmentation", root / voc.IMAGESETS_DIR / "Main"]  # fmt: skip
         elif self._dataset.layout == "boxes_csv":
@@ -279,9 +281,7 @@ class DatasetStore:
         label_path = sample.label_path or (self.root / voc.LABEL_DIR / f"{sample.id}.png")
         if label_path.is_file() != expected_label:
             return True
-        xml = self.root / voc.ANNOTATION_DIR / f"{sample.id}.xml"
-        stamp = file_stamp(xml)
-        return stamp != self._boxes_stamps.get(sample.id)
+        return layouts.annotation_stamp(self._dataset, sample) != self._boxes_stamps.get(sample.id)
 
     def refresh(self, force: bool = False) -> bool:
         """Re-read the listing if the folder changed (checked at most once a second unless ``force``).
@@ -309,8 +309,7 @@ class DatasetStore:
     def _box_file_stamps(self, dataset: Dataset) -> dict[str, str | None]:
         if dataset.layout == "boxes_csv":
             return {}
-        folder = self.root / voc.ANNOTATION_DIR
-        return {s.id: file_stamp(folder / f"{s.id}.xml") for s in dataset.samples}
+        return {s.id: layouts.annotation_stamp(dataset, s) for s in dataset.samples}
 
     # ---- revisions ----------------------------------------------------------------------------
 
@@ -340,6 +339,9 @@ class DatasetStore:
         sample = self.get(sample_id)
         boxes = repr([(b.x0, b.y0, b.x1, b.y1, b.label) for b in sample.boxes]).encode()
         parts = [file_stamp(sample.image_path) or "-", self._content_sha(sample.label_path), _sha(boxes)]
+        source = sample.label_source  # a label map derived from another tool's annotation
+        if source is not None:
+            parts.append(source.token or self._content_sha(source.path))
         return _sha("|".join(parts).encode())[:16]
 
     # ---- problems -----------------------------------------------------------------------------
@@ -416,15 +418,16 @@ class DatasetStore:
             InvalidInput: the map is unreadable, of the wrong size or holds unknown values (also recorded).
         """
         sample = self.get(sample_id)
-        if sample.label_path is None or not sample.label_path.is_file():
+        origin = layouts.label_origin(sample)  # the saved map, else another tool's annotation
+        if origin is None:
             return None
         expected = image_hw or self.image_hw(sample_id)
         try:
-            label = load_label_map(sample.label_path, self.classes, expected_size=expected)
+            label = layouts.load_sample_label_map(self._dataset, sample, expected)
         except StudioError as exc:
-            self._report_error(exc, sample.label_path, sample_id)
+            self._report_error(exc, origin, sample_id)
             raise
-        self._forget(sample.label_path)
+        self._forget(origin)
         return label
 
     def read(self, sample_id: str) -> SampleData:
@@ -448,18 +451,17 @@ class DatasetStore:
         """``{"classes": [...], "hw": [h, w]}`` of the sample's label map, or ``{"error": ...}`` when it is
         unusable (unreadable, wrong size, unknown values); ``None`` without a label map. Cached by stamps."""
         sample = self.get(sample_id)
-        if sample.label_path is None:
+        version = layouts.label_version(self._dataset, sample)
+        if version is None:
             return None
-        stamp = file_stamp(sample.label_path)
-        if stamp is None:
-            return None
+        path, stamp = version
         key = f"{stamp}|{file_stamp(sample.image_path)}"
-        fact = self.index.get(sample.label_path, "label", key)
+        fact = self.index.get(path, "label", key)
         if fact is None:
             fact = self._label_fact(sample_id)
-            self.index.put(sample.label_path, "label", key, fact)
+            self.index.put(path, "label", key, fact)
         if "error" in fact:
-            self.report(sample.label_path, fact["error"], sample_id)
+            self.report(layouts.label_origin(sample) or path, fact["error"], sample_id)
         return fact
 
     def _label_fact(self, sample_id: str) -> dict:
@@ -469,10 +471,10 @@ class DatasetStore:
         except StudioError as exc:
             return {"error": f"its image cannot be read ({exc})"}
         try:
-            label = load_label_map(sample.label_path, self.classes, expected_size=hw)  # type: ignore[arg-type]
+            label = layouts.load_sample_label_map(self._dataset, sample, hw)
         except StudioError as exc:
             message = str(exc)
-            prefix = f"{sample.label_path}: "
+            prefix = f"{layouts.label_origin(sample)}: "
             return {"error": message[len(prefix):] if message.startswith(prefix) else message}
         counts = np.bincount(label.ravel(), minlength=256)
         classes = [int(v) for v in np.flatnonzero(counts) if v != self.classes.ignore_index]
@@ -483,7 +485,7 @@ class DatasetStore:
         map; bad maps are left out and reported."""
         out = {}
         for sample in self.samples:
-            fact = self.label_facts(sample.id) if sample.label_path is not None else None
+            fact = self.label_facts(sample.id) if sample.has_label_map else None
             if fact is not None and "classes" in fact:
                 out[sample.id] = set(fact["classes"])
         return out
@@ -513,7 +515,7 @@ class DatasetStore:
                 continue
             if labelled and data.label_map is None:
                 if skipped is not None and data.label_problem:
-                    skipped.add(Problem(str(data.sample.label_path), data.label_problem, sample_id))
+                    skipped.add(Problem(str(layouts.label_origin(data.sample)), data.label_problem, sample_id))
                 continue
             yield data
 
@@ -525,7 +527,7 @@ class DatasetStore:
         for sample in track(self.samples, progress=progress, message="checking"):
             if decode_images:
                 self._check_image(sample)
-            if sample.label_path is not None:
+            if sample.has_label_map:
                 self.label_facts(sample.id)
         return self.problems
 
@@ -674,7 +676,7 @@ class DatasetStore:
 
         sample = self.get(sample_id)
         new_id = self._free_copy_id(sample_id)
-        image_path = sample.image_path.with_name(Path(new_id).name + sample.image_path.suffix)
+        image_path = layouts.copy_image_path(self._dataset, sample, new_id)
         try:
             atomic_write(image_path, lambda tmp: shutil.copyfile(sample.image_path, tmp))
         except OSError as exc:

@@ -220,5 +220,5 @@ def test_folders_without_images_and_missing_folders_are_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidInput, match="no images found"):
         open_dataset(tmp_path / "empty")
-    with pytest.raises(InvalidInput, match="unknown dataset layout 'coco'"):
-        open_dataset(SAMPLES, layout="coco")
+    with pytest.raises(InvalidInput, match="unknown dataset layout 'nonsense'"):
+        open_dataset(SAMPLES, layout="nonsense")

@@ -17,6 +17,7 @@ from studio import gradio_fixes
 from studio.context import StudioConfig, StudioContext
 from studio.tabs import annotate as annotate_tab
 from studio.tabs import dataset as dataset_tab
+from studio.tabs import export as export_tab
 from studio.tabs import generate as generate_tab
 from studio.tabs import labels as labels_tab
 from studio.tabs import models as models_tab
@@ -94,6 +95,8 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                 demo.priors = priors_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
             with gr.Tab("Generate", id="generate"):
                 demo.generate = generate_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
+            with gr.Tab("Export", id="export"):
+                demo.export = export_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
             with gr.Tab("Models", id="models"):
                 models_tab.build(ctx, demo)
         _wire_live_updates(ctx, demo, live, header)

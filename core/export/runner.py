@@ -13,6 +13,7 @@ import multiprocessing
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from core.progress import CancelToken, ProgressFn, no_progress
 from core.store import DatasetStore
 
 CHUNK = 8  # jobs per task sent to a worker
+LOCK_FILE = "segstudio-export.lock"
 REVIEW_DIR = "review"  # generated samples waiting for a person's decision
 MAX_TRIES = 3  # a step makes at most 3x its planned count while replacing rejected samples
 
@@ -140,6 +142,7 @@ def run_export(
     retry_failed: bool = False,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
+    store: DatasetStore | None = None,
 ) -> ExportSummary:
     """Run (or resume) an export into ``out``.
 
@@ -149,6 +152,7 @@ def run_export(
         resume: finish an interrupted export of the same recipe (finished jobs are kept).
         force: replace another recipe's export in ``out``.
         retry_failed: make the jobs that failed last time again.
+        store: the source dataset's store when the caller has it open (the studio), else one is opened.
 
     Raises:
         InvalidInput: the recipe cannot run (see the message), or ``out`` holds another export.
@@ -158,14 +162,43 @@ def run_export(
     if Path(recipe.source).resolve() in (out, *out.parents):
         raise InvalidInput(f"the output folder {out} is inside the dataset {recipe.source}; choose a folder outside it")
     progress = progress or no_progress
-    store = DatasetStore(recipe.source)
+    store = store or DatasetStore(recipe.source)
     progress(None, "planning")
     jobs = plan_jobs(recipe, store)
     progress(None, "checking models, classes and disk space")
     preflight(recipe, store, jobs, out)
-    if force:
-        remove_export(out)
     out.mkdir(parents=True, exist_ok=True)
+    with export_lock(out):
+        if force:
+            remove_export(out)
+        return _run_locked(recipe, out, store, jobs, workers, runner, address, resume, retry_failed, progress, cancel)
+
+
+@contextmanager
+def export_lock(out: Path):
+    """Hold ``OUT/segstudio-export.lock`` for a run: a second run into the same folder (another page, another
+    process) is refused while one is going.
+
+    Raises:
+        InvalidInput: another run holds the folder.
+    """
+    import fcntl
+
+    handle = open(out / LOCK_FILE, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InvalidInput(f"an export into {out} is running already; wait for it to finish, cancel it, or choose "
+                               "another output folder") from None  # fmt: skip
+        yield
+    finally:
+        handle.close()
+
+
+def _run_locked(recipe: Recipe, out: Path, store: DatasetStore, jobs: list[Job], workers: int, runner: str,
+                address: str | None, resume: bool, retry_failed: bool, progress: ProgressFn,
+                cancel: CancelToken | None) -> ExportSummary:  # fmt: skip
     ledger = Ledger(out)
     try:
         ledger.claim(recipe.digest(), dataset_fingerprint(store), recipe.to_json(), resume=resume)
@@ -266,12 +299,12 @@ def _execute(recipe_doc: dict, pending: list[Job], out: Path, workers: int, stor
     chunks = [[j.to_json() for j in pending[i : i + CHUNK]] for i in range(0, len(pending), CHUNK)]
     if workers <= 1:
         _CONTEXTS[json.dumps(recipe_doc, sort_keys=True)] = MakeContext(Recipe.from_dict(recipe_doc), store)
-        for chunk in chunks:
-            for item in _run_jobs(recipe_doc, chunk, str(out)):
-                if cancel is not None:
-                    cancel.raise_if_cancelled("the export")
+        for job in pending:  # one at a time, so that a cancel waits for one sample at most
+            if cancel is not None:
+                cancel.raise_if_cancelled("the export")
+            for item in _run_jobs(recipe_doc, [job.to_json()], str(out)):
                 done += 1
-                progress(done / total, f"sample {done}/{total}")
+                progress(done / total, _progress_message(done, total, job))
                 yield item
         return
     context = multiprocessing.get_context("spawn")
@@ -297,6 +330,11 @@ def _ray_execute(address: str | None):
     from core.export.ray_runner import execute_ray
 
     return lambda *args: execute_ray(*args, address=address)
+
+
+def _progress_message(done: int, total: int, job: Job | None = None) -> str:
+    """``sample 5/200 · step 1 composite``: the count first (the command line's bar reads it)."""
+    return f"sample {done}/{total}" + (f" · step {job.step} {job.kind}" if job is not None else "")
 
 
 def _take(iterator, n: int) -> list:

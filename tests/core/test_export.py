@@ -169,3 +169,16 @@ def test_a_folder_converts_to_coco_from_the_command_line(samples_copy, tmp_path)
     assert "3 samples planned: 3 made now" in done.stdout
     doc = json.loads((tmp_path / "coco" / "annotations" / "instances_train.json").read_text())
     assert len(doc["images"]) == 3 and doc["annotations"]
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(samples_copy, tmp_path):
+    from core.export.runner import export_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with export_lock(out):
+        with pytest.raises(InvalidInput, match="is running already"):
+            run_export(_recipe(samples_copy, generate=[]), out)
+        with pytest.raises(InvalidInput, match="is running already"):
+            run_export(_recipe(samples_copy, generate=[]), out, force=True)
+    assert run_export(_recipe(samples_copy, generate=[]), out).made == 3

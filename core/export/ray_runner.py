@@ -130,13 +130,14 @@ def execute_ray(recipe_doc: dict, pending: list[Job], out: Path, workers: int, s
         Cancelled: ``cancel`` was set.
         StudioError: the make context could not be built on a worker, or a worker died twice.
     """
-    from core.export.runner import CHUNK
+    from core.export.runner import CHUNK, _progress_message
 
     if not pending:  # a resume with nothing left: no Ray to start
         return
     ray = _import_ray()
     started = connect(workers, address)
     actors: list = []
+    running: dict = {}
     try:
         count, options = actor_plan(pending, workers, ray.cluster_resources())
         chunks = deque([j.to_json() for j in pending[i : i + CHUNK]] for i in range(0, len(pending), CHUNK))
@@ -144,7 +145,6 @@ def execute_ray(recipe_doc: dict, pending: list[Job], out: Path, workers: int, s
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         remote = ray.remote(Maker).options(**options, max_restarts=1, max_task_retries=1)
         actors = [remote.remote(recipe_doc, str(out), env) for _ in range(count)]
-        running: dict = {}
 
         def submit(actor) -> None:
             if chunks:
@@ -153,7 +153,7 @@ def execute_ray(recipe_doc: dict, pending: list[Job], out: Path, workers: int, s
         for _ in range(IN_FLIGHT):
             for actor in actors:
                 submit(actor)
-        done = done_before
+        done, by_id = done_before, {job.id: job for job in pending}
         while running:
             ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
             if cancel is not None:
@@ -165,9 +165,11 @@ def execute_ray(recipe_doc: dict, pending: list[Job], out: Path, workers: int, s
                     if cancel is not None:
                         cancel.raise_if_cancelled("the export")
                     done += 1
-                    progress(done / total, f"sample {done}/{total}")
+                    progress(done / total, _progress_message(done, total, by_id.get(item[0])))
                     yield item
     finally:
+        for ref in running:  # cancelled (or failed): no retries of what is in flight
+            ray.cancel(ref)
         for actor in actors:
             ray.kill(actor, no_restart=True)
         if started:

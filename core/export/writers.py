@@ -20,20 +20,27 @@ All files are written atomically, with deterministic bytes: the same recipe give
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from core.errors import InvalidInput
 from core.export.make import Made
 from core.io import voc
-from core.io.atomic import atomic_write, atomic_write_bytes, atomic_write_text
-from core.io.images import load_label_map, save_image, save_label_map
+from core.io.atomic import atomic_write_text
+from core.io.images import encode_label_png, load_label_map
 from core.types import Box, ClassSet
 
 OWNED = ("JPEGImages", "SegmentationClass", "Annotations", "ImageSets", "annotations", "review")
 COPIED_SUFFIXES = (".jpg", ".jpeg", ".png")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() gives a new file (mkstemp makes 0600)
 
 
 def file_facts(path: Path) -> dict:
@@ -41,26 +48,34 @@ def file_facts(path: Path) -> dict:
     return {"sha1": hashlib.sha1(data).hexdigest(), "size": len(data)}
 
 
-def instances(label_map: np.ndarray, ignore_index: int = 255) -> list[tuple[int, np.ndarray]]:
+def _classes_present(label_map: np.ndarray, ignore_index: int) -> list[int]:
+    """The values of ``label_map`` but 0 and ``ignore_index``, ascending (a histogram for ``uint8``: no sort)."""
+    values = np.flatnonzero(np.bincount(label_map.ravel())) if label_map.dtype == np.uint8 else np.unique(label_map)
+    return [int(c) for c in values if int(c) not in (0, ignore_index)]
+
+
+def instances(label_map: np.ndarray, ignore_index: int = 255, *, fortran: bool = False) -> list[tuple[int, np.ndarray]]:
     """``(class, H x W bool mask)`` per 8-connected component of every class but 0 and ``ignore_index``, by class
-    then by position."""
+    then by position; with ``fortran`` the masks are Fortran-ordered (what pycocotools encodes, without a copy)."""
     import cv2
 
     out = []
-    for cls in (int(c) for c in np.unique(label_map)):
-        if cls in (0, ignore_index):
-            continue
+    for cls in _classes_present(label_map, ignore_index):
         count, components = cv2.connectedComponents((label_map == cls).astype(np.uint8), connectivity=8)
+        components = np.asfortranarray(components) if fortran else components
         out += [(cls, components == n) for n in range(1, count)]
     return out
 
 
 def instance_boxes(label_map: np.ndarray, ignore_index: int = 255) -> list[Box]:
-    """One box per instance (see :func:`instances`), half-open."""
+    """One box per instance (see :func:`instances`, same order), half-open."""
+    import cv2
+
     boxes = []
-    for cls, mask in instances(label_map, ignore_index):
-        ys, xs = np.nonzero(mask)
-        boxes.append(Box(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1, cls))
+    for cls in _classes_present(label_map, ignore_index):
+        count, _, stats, _ = cv2.connectedComponentsWithStats((label_map == cls).astype(np.uint8), connectivity=8)
+        for x, y, w, h in (stats[n, :4].tolist() for n in range(1, count)):
+            boxes.append(Box(x, y, x + w, y + h, cls))
     return boxes
 
 
@@ -70,23 +85,54 @@ def write_sample(out: Path, output_id: str, made: Made, classes: ClassSet) -> di
     if made.image_file is not None:
         suffix = made.image_file.suffix.lower()
         suffix = ".jpg" if suffix == ".jpeg" else suffix
-        image_path = out / voc.IMAGE_DIR / f"{output_id}{suffix if suffix in COPIED_SUFFIXES else '.png'}"
         if suffix in COPIED_SUFFIXES:
-            atomic_write(image_path, lambda tmp: shutil.copyfile(made.image_file, tmp))
+            image_path = out / voc.IMAGE_DIR / f"{output_id}{suffix}"
+            image = made.image_file.read_bytes()
         else:  # formats the readers of VOC folders may not know: re-encoded losslessly
             from core.io.images import load_image
 
-            save_image(image_path, load_image(made.image_file))
+            image_path = out / voc.IMAGE_DIR / f"{output_id}.png"
+            image = _encode_image(load_image(made.image_file), "PNG")
     else:
         image_path = out / voc.IMAGE_DIR / f"{output_id}.jpg"
-        save_image(image_path, made.image)
-    label_path = out / voc.LABEL_DIR / f"{output_id}.png"
-    save_label_map(label_path, made.label_map, classes)
+        image = _encode_image(made.image, "JPEG")
     boxes = made.boxes if made.boxes is not None else instance_boxes(made.label_map, classes.ignore_index)
     height, width = made.label_map.shape
-    xml_path = out / voc.ANNOTATION_DIR / f"{output_id}.xml"
-    atomic_write_bytes(xml_path, voc.voc_xml(image_path.name, (height, width), boxes, classes))
-    return {str(p.relative_to(out)): file_facts(p) for p in (image_path, label_path, xml_path)}
+    files = {image_path: image, out / voc.LABEL_DIR / f"{output_id}.png": encode_label_png(made.label_map, classes),
+             out / voc.ANNOTATION_DIR / f"{output_id}.xml": voc.voc_xml(image_path.name, (height, width), boxes, classes)}  # fmt: skip
+    return {str(path.relative_to(out)): _put(path, data) for path, data in files.items()}
+
+
+def _encode_image(image: np.ndarray, fmt: str) -> bytes:
+    """The bytes :func:`core.io.images.save_image` writes for an ``H x W x 3 uint8`` RGB image (JPEG: quality 95)."""
+    from PIL import Image
+
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise InvalidInput(f"an image must be H x W x 3 uint8 RGB, got shape {arr.shape} and dtype {arr.dtype}")
+    buffer = io.BytesIO()
+    Image.fromarray(arr).save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def _put(path: Path, data: bytes) -> dict:
+    """Write ``data`` to ``path`` atomically and durably (a temporary file in the same folder, fsync, rename);
+    returns its ``{sha1, size}``. Unlike :func:`core.io.atomic.atomic_write` it does not look for stale temporaries
+    at every write (a scan of the whole folder: quadratic over an export's thousands of files);
+    :func:`clear_temporaries` removes them once per run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(name, FILE_MODE)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return {"sha1": hashlib.sha1(data).hexdigest(), "size": len(data)}
 
 
 def files_intact(out: Path, files: dict[str, dict] | None) -> bool:
@@ -118,9 +164,10 @@ def clear_temporaries(out: Path) -> int:
 
 def remove_export(out: Path) -> None:
     """Delete a previous export's files (``--force``): only what an export writes, nothing else in ``OUT``."""
+    from core.export.formats import FORMAT_DIRS, HF_SCRATCH
     from core.export.ledger import LEDGER_FILE
 
-    for folder in OWNED:
+    for folder in (*OWNED, *FORMAT_DIRS.values(), HF_SCRATCH):
         shutil.rmtree(Path(out) / folder, ignore_errors=True)
     for name in ("manifest.jsonl", "export.json", "classes.json", LEDGER_FILE, f"{LEDGER_FILE}-wal", f"{LEDGER_FILE}-shm"):
         (Path(out) / name).unlink(missing_ok=True)
@@ -148,8 +195,8 @@ def write_coco(out: Path, records: list[dict], splits: list[str], classes: Class
             ignore = mask_utils.encode(np.asfortranarray(label_map == classes.ignore_index))
             images.append({"id": image_id, "file_name": record["files"]["image"], "height": height, "width": width,
                            "ignore_rle": {"size": ignore["size"], "counts": ignore["counts"].decode("ascii")}})  # fmt: skip
-            for cls, mask in instances(label_map, classes.ignore_index):
-                rle = mask_utils.encode(np.asfortranarray(mask))
+            for cls, mask in instances(label_map, classes.ignore_index, fortran=True):
+                rle = mask_utils.encode(mask)
                 x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cls,
                                     "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},

@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     updated REAL,
     review TEXT,
-    score REAL
+    score REAL,
+    coco TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_position ON jobs (position);
 """
@@ -52,7 +53,7 @@ class Ledger:
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.executescript(SCHEMA)
         columns = {row[1] for row in self.conn.execute("PRAGMA table_info(jobs)")}
-        for column, kind in (("review", "TEXT"), ("score", "REAL")):  # ledgers of earlier versions
+        for column, kind in (("review", "TEXT"), ("score", "REAL"), ("coco", "TEXT")):  # ledgers of earlier versions
             if column not in columns:
                 self.conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
 
@@ -111,17 +112,23 @@ class Ledger:
         rows = self.conn.execute("SELECT job FROM jobs ORDER BY position").fetchall()
         return [Job.from_json(json.loads(r[0])) for r in rows]
 
-    def done(self, job: Job, record: dict, files: dict[str, dict], *, review: str | None = None) -> None:
+    def done(self, job: Job, record: dict, files: dict[str, dict], *, review: str | None = None,
+             coco: dict | None = None) -> None:  # fmt: skip
         """Mark a job done, with its provenance record and its files (``relative path -> {sha1, size}``);
-        ``review="pending"`` when it waits for a person's decision."""
+        ``review="pending"`` when it waits for a person's decision; ``coco``: its COCO entries, when computed."""
         score = (record.get("quality") or {}).get("score")
         with self.conn:
             self.conn.execute(
                 "UPDATE jobs SET state = 'done', error = NULL, record = ?, files = ?, attempts = attempts + 1, "
-                "updated = ?, review = ?, score = ? WHERE id = ?",
+                "updated = ?, review = ?, score = ?, coco = ? WHERE id = ?",
                 (json.dumps(record, sort_keys=True), json.dumps(files, sort_keys=True), time.time(), review, score,
-                 job.id),
+                 None if coco is None else json.dumps(coco, sort_keys=True), job.id),
             )
+
+    def coco_entries(self) -> dict[str, dict]:
+        """Output id -> COCO entries of the finished jobs that have them."""
+        rows = self.conn.execute("SELECT job, coco FROM jobs WHERE state = 'done' AND coco IS NOT NULL").fetchall()
+        return {json.loads(job)["output_id"]: json.loads(coco) for job, coco in rows}
 
     def rejected(self, job_id: str, reason: str, record: dict | None = None, *, review: str | None = None) -> None:
         """Mark a job rejected (by the quality gate, or by a person when ``review="rejected"``); its files are gone."""

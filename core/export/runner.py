@@ -27,6 +27,7 @@ from core.export.quality import score as quality_score
 from core.export.recipe import Recipe
 from core.export.writers import (
     clear_temporaries,
+    coco_entries,
     files_intact,
     remove_export,
     write_coco,
@@ -104,6 +105,8 @@ def _make_one(job: Job, context: MakeContext, out: Path) -> tuple[dict, dict | N
         passed, reason = passes(record["quality"], context.recipe.quality)
         if not passed:
             return {**record, "gate": reason}, None
+    if "coco" in context.recipe.formats:  # encoded here, in the worker, so that the final write only joins them
+        record["_coco"] = coco_entries(made.label_map, classes)
     if not (context.recipe.review and job.kind != "real"):
         return record, write_sample(out, job.output_id, made, classes)
     files = write_sample(out / REVIEW_DIR, job.output_id, made, classes)
@@ -238,7 +241,8 @@ def _record_result(ledger: Ledger, job: Job, ok: bool, result, files: dict | Non
         summary.rejected += 1
     else:
         review = "pending" if recipe.review and job.kind != "real" else None
-        ledger.done(job, _record(job, result, files, recipe), files, review=review)
+        coco = result.pop("_coco", None)
+        ledger.done(job, _record(job, result, files, recipe), files, review=review, coco=coco)
         summary.made += 1
 
 
@@ -353,7 +357,7 @@ def finish(out: Path, ledger: Ledger, recipe: Recipe, store: DatasetStore) -> No
     splits = list(recipe.split)
     write_splits(out, records, splits)
     if "coco" in recipe.formats:
-        write_coco(out, records, splits, store.classes)
+        write_coco(out, records, splits, store.classes, ledger.coco_entries())
     others = [f for f in recipe.formats if f not in ("voc", "coco")]
     if others:
         from core.export.formats import write_formats

@@ -180,27 +180,63 @@ def write_splits(out: Path, records: list[dict], splits: list[str]) -> None:
         atomic_write_text(Path(out) / voc.IMAGESETS_DIR / "Segmentation" / f"{split}.txt", "".join(f"{i}\n" for i in ids))
 
 
-def write_coco(out: Path, records: list[dict], splits: list[str], classes: ClassSet) -> list[Path]:
-    """``annotations/instances_<split>.json`` per split (see the module docstring); returns the files."""
+def first_class(classes: ClassSet) -> int:
+    """The first index that is a real class: 1 when class 0 is a background, else 0 (Cityscapes' road)."""
+    from core.export.formats import BACKGROUND_NAMES
+
+    return 1 if classes.names[0].strip().lower() in BACKGROUND_NAMES else 0
+
+
+def coco_entries(label_map: np.ndarray, classes: ClassSet) -> dict:
+    """A sample's COCO content, computed where the sample is made: ``{"height", "width", "ignore_rle", "annotations":
+    [{category_id, segmentation (RLE), area, bbox}]}`` for an ``H x W uint8`` label map (one annotation per
+    8-connected instance of each class; background and ignore are not categories)."""
     from pycocotools import mask as mask_utils
 
-    categories = [{"id": i, "name": name, "supercategory": "object"} for i, name in enumerate(classes.names) if i != 0]
+    height, width = label_map.shape
+    ignore = mask_utils.encode(np.asfortranarray(label_map == classes.ignore_index))
+    shifted = label_map if first_class(classes) else _without_zero_skip(label_map, classes)
+    annotations = []
+    for cls, mask in instances(shifted, classes.ignore_index, fortran=True):
+        cls = cls if first_class(classes) else cls - 1
+        rle = mask_utils.encode(mask)
+        x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+        annotations.append({"category_id": cls, "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
+                            "area": float(mask_utils.area(rle)), "bbox": [x, y, w, h], "iscrowd": 0})  # fmt: skip
+    return {"height": height, "width": width, "annotations": annotations,
+            "ignore_rle": {"size": ignore["size"], "counts": ignore["counts"].decode("ascii")}}  # fmt: skip
+
+
+def _without_zero_skip(label_map: np.ndarray, classes: ClassSet) -> np.ndarray:
+    """``label_map + 1`` (ignore kept) so that :func:`instances`, which skips 0, keeps a real class 0."""
+    if len(classes) >= classes.ignore_index:
+        raise InvalidInput(f"class set {classes.name!r}: too many classes to export class 0 as a COCO category")
+    shifted = label_map.astype(np.uint8) + 1
+    shifted[label_map == classes.ignore_index] = classes.ignore_index
+    return shifted
+
+
+def write_coco(out: Path, records: list[dict], splits: list[str], classes: ClassSet,
+               entries: dict[str, dict] | None = None) -> list[Path]:  # fmt: skip
+    """``annotations/instances_<split>.json`` per split (see the module docstring); returns the files.
+
+    ``entries`` maps output ids to :func:`coco_entries` computed when the samples were made; samples without
+    one are read back and encoded here."""
+    entries = entries or {}
+    start = first_class(classes)
+    categories = [{"id": i, "name": name, "supercategory": "object"} for i, name in enumerate(classes.names) if i >= start]
     written = []
     for split in splits:
         images, annotations = [], []
         for record in (r for r in records if r["split"] == split):
-            label_map = load_label_map(Path(out) / record["files"]["label"], classes)
-            height, width = label_map.shape
+            entry = entries.get(record["output_id"])
+            if entry is None:
+                entry = coco_entries(load_label_map(Path(out) / record["files"]["label"], classes), classes)
             image_id = record["position"] + 1
-            ignore = mask_utils.encode(np.asfortranarray(label_map == classes.ignore_index))
-            images.append({"id": image_id, "file_name": record["files"]["image"], "height": height, "width": width,
-                           "ignore_rle": {"size": ignore["size"], "counts": ignore["counts"].decode("ascii")}})  # fmt: skip
-            for cls, mask in instances(label_map, classes.ignore_index, fortran=True):
-                rle = mask_utils.encode(mask)
-                x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cls,
-                                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
-                                    "area": float(mask_utils.area(rle)), "bbox": [x, y, w, h], "iscrowd": 0})  # fmt: skip
+            images.append({"id": image_id, "file_name": record["files"]["image"], "height": entry["height"],
+                           "width": entry["width"], "ignore_rle": entry["ignore_rle"]})  # fmt: skip
+            for annotation in entry["annotations"]:
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, **annotation})
         doc = {"info": {"description": "SegStudio export", "version": "1"}, "licenses": [], "images": images,
                "annotations": annotations, "categories": categories}  # fmt: skip
         path = Path(out) / "annotations" / f"instances_{split}.json"

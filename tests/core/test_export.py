@@ -182,3 +182,22 @@ def test_a_second_run_into_a_folder_in_use_is_refused(samples_copy, tmp_path):
         with pytest.raises(InvalidInput, match="is running already"):
             run_export(_recipe(samples_copy, generate=[]), out, force=True)
     assert run_export(_recipe(samples_copy, generate=[]), out).made == 3
+
+
+def test_coco_keeps_a_real_class_zero_and_leaves_out_background():
+    from pycocotools import mask as mask_utils
+
+    from core.export.writers import coco_entries
+    from core.types import ClassSet
+
+    label_map = np.zeros((20, 30), np.uint8)  # Cityscapes: 0 is road, a real class
+    label_map[5:10, 5:12] = 13
+    label_map[15:, :] = 255
+    entries = coco_entries(label_map, ClassSet.builtin("cityscapes"))
+    rebuilt = np.full(label_map.shape, 99, np.uint8)
+    for annotation in entries["annotations"]:
+        rebuilt[mask_utils.decode(annotation["segmentation"]) > 0] = annotation["category_id"]
+    rebuilt[mask_utils.decode(entries["ignore_rle"]) > 0] = 255
+    assert np.array_equal(rebuilt, label_map)
+    voc = coco_entries(label_map, ClassSet.builtin("voc"))
+    assert [a["category_id"] for a in voc["annotations"]] == [13]  # VOC's background is no category

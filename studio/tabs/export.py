@@ -332,8 +332,10 @@ class ExportController:
         return "Cancelling after the current sample…"
 
     def run(self, text: str, out: str | None, *, workers: int = 1, mode: str = "run", retry_failed: bool = False,
-            progress=None) -> RunOutcome:  # fmt: skip
+            progress=None, runner: str = "local", address: str | None = None) -> RunOutcome:  # fmt: skip
         """Run the recipe into ``out`` (``mode``: run | resume | restart); one run per folder at a time.
+
+        ``runner``: ``local`` (this machine's processes) or ``ray`` (the Ray cluster at ``address``, or a local Ray).
 
         ``progress(fraction, text)`` receives the runner's progress with rate and time left.
 
@@ -360,7 +362,8 @@ class ExportController:
         try:
             summary = run_export(recipe, target, workers=max(1, int(workers or 1)), resume=mode == "resume",
                                  force=mode == "restart", retry_failed=bool(retry_failed), progress=adapter, cancel=token,
-                                 store=self.ctx.store if own else None)  # fmt: skip
+                                 store=self.ctx.store if own else None, runner=runner,
+                                 address=(address or "").strip() or None)  # fmt: skip
         except Cancelled:
             done, total = self._made(target)
             return RunOutcome(f"Cancelled after {done} of {total} samples; <b>Resume</b> finishes it (the samples "
@@ -611,6 +614,11 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> ExportControll
                 )
                 retry = gr.Checkbox(value=False, label="Retry failed", elem_id="export-retry", scale=1)
             with gr.Row():
+                runner = gr.Radio([("this machine", "local"), ("Ray", "ray")], value="local", label="Runner",
+                                  elem_id="export-runner", scale=1)  # fmt: skip
+                address = gr.Textbox(label="Ray address", placeholder="empty: a local Ray (or RAY_ADDRESS)",
+                                     elem_id="export-ray-address", scale=2)  # fmt: skip
+            with gr.Row():
                 run = gr.Button("Run", variant="primary", size="md", elem_id="export-run", min_width=80)
                 resume = gr.Button("Resume", size="md", elem_id="export-resume", min_width=80)
                 restart = gr.Button("Start again", size="md", elem_id="export-restart", min_width=110)
@@ -693,7 +701,7 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> ExportControll
 
     def run_with(mode: str):
         @shows_errors
-        def handler(text, out_path, n_workers, retry_failed, progress=gr.Progress()):
+        def handler(text, out_path, n_workers, retry_failed, runner_kind, ray_address, progress=gr.Progress()):
             def sink(fraction, message):
                 progress(fraction, desc=message)
 
@@ -701,7 +709,7 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> ExportControll
             yield "", f"Running into `{target}`… (**Cancel** stops it after the current sample)", gr.skip(), gr.skip()
             try:
                 outcome = controller.run(text, out_path, workers=int(n_workers), mode=mode, retry_failed=retry_failed,
-                                         progress=sink)  # fmt: skip
+                                         progress=sink, runner=runner_kind or "local", address=ray_address)  # fmt: skip
             except StudioError as exc:
                 yield (notice(_md(str(exc)), "error"), controller.out_status(text, out_path), steps_frame(out_path),
                        0.0)  # fmt: skip
@@ -714,12 +722,13 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> ExportControll
     run_restart = run_with("restart")
 
     @shows_errors
-    def on_restart(text, out_path, n_workers, retry_failed, armed: float, progress=gr.Progress()):
+    def on_restart(text, out_path, n_workers, retry_failed, runner_kind, ray_address, armed: float,
+                   progress=gr.Progress()):  # fmt: skip
         warning = controller.restart_warning(out_path)
         if warning and time.time() - (armed or 0) > RESTART_CONFIRM_S:
             yield notice(warning, "warning"), gr.skip(), gr.skip(), time.time()
             return
-        yield from run_restart(text, out_path, n_workers, retry_failed, progress)
+        yield from run_restart(text, out_path, n_workers, retry_failed, runner_kind, ray_address, progress)
 
     def on_cancel(out_path: str):
         return notice(html.escape(controller.cancel(out_path)), "warning")
@@ -783,7 +792,7 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> ExportControll
 
     # ---- wiring --------------------------------------------------------------------------------
 
-    run_inputs = [recipe, out, workers, retry]
+    run_inputs = [recipe, out, workers, retry, runner, address]
     run_outputs = [run_note, out_status, steps_table, restart_armed]
     review_inputs = [out, queue_ids, current, step_filter, low, high]
     quiet = {"show_progress": "hidden", "api_visibility": "private"}

@@ -154,10 +154,10 @@ def test_cancel_then_resume_gives_the_same_export_as_one_run(export, samples_cop
 def test_start_again_asks_once_more_before_deleting_an_export(app, export, samples_copy, tmp_path):
     (on_restart,) = [f.fn for f in app.fns.values() if f.name == "on_restart"]
     text, out = _text(samples_copy), str(tmp_path / "out")
-    assert "7 samples planned: 7 made now" in list(on_restart(text, out, 1, False, 0.0))[-1][0]  # nothing to delete
-    note, _, _, armed = list(on_restart(text, out, 1, False, 0.0))[-1]
+    assert "7 samples planned: 7 made now" in list(on_restart(text, out, 1, False, "local", "", 0.0))[-1][0]  # nothing to delete
+    note, _, _, armed = list(on_restart(text, out, 1, False, "local", "", 0.0))[-1]
     assert "deletes the export" in note and "7 samples made" in note and armed > 0
-    assert "7 samples planned: 7 made now, 0 done before" in list(on_restart(text, out, 1, False, armed))[-1][0]
+    assert "7 samples planned: 7 made now, 0 done before" in list(on_restart(text, out, 1, False, "local", "", armed))[-1][0]
 
 
 def test_one_export_per_folder_at_a_time_and_cancel_from_another_page(export, samples_copy, tmp_path):
@@ -318,3 +318,11 @@ def take_screenshots() -> None:
 
 if __name__ == "__main__":
     take_screenshots()
+
+
+def test_the_tab_runs_on_ray_to_the_same_export_as_on_this_machine(export, samples_copy, tmp_path):
+    text = _text(samples_copy)
+    local = export.run(text, str(tmp_path / "local"))
+    on_ray = export.run(text, str(tmp_path / "ray"), runner="ray", workers=2)
+    assert local.summary.made == on_ray.summary.made == 7
+    assert (tmp_path / "ray" / "manifest.jsonl").read_text() == (tmp_path / "local" / "manifest.jsonl").read_text()

@@ -203,6 +203,7 @@ def _run_locked(recipe: Recipe, out: Path, store: DatasetStore, jobs: list[Job],
                 address: str | None, resume: bool, retry_failed: bool, progress: ProgressFn,
                 cancel: CancelToken | None) -> ExportSummary:  # fmt: skip
     ledger = Ledger(out)
+    execute = None
     try:
         ledger.claim(recipe.digest(), dataset_fingerprint(store), recipe.to_json(), resume=resume)
         ledger.add_jobs(jobs)
@@ -210,7 +211,7 @@ def _run_locked(recipe: Recipe, out: Path, store: DatasetStore, jobs: list[Job],
         store.classes.save(out / "classes.json")
         planned = Counter(j.step for j in jobs)
         summary = ExportSummary(out)
-        execute = _execute if runner == "local" else _ray_execute(address)
+        execute = _execute if runner == "local" else _RayRun(address)
         first = True
         while first or _add_replacements(ledger, recipe.digest(), planned):
             all_jobs, states = ledger.jobs(), ledger.states()
@@ -229,6 +230,8 @@ def _run_locked(recipe: Recipe, out: Path, store: DatasetStore, jobs: list[Job],
         progress(1.0, "done")
         return summary
     finally:
+        if isinstance(execute, _RayRun):
+            execute.close()
         ledger.close()
 
 
@@ -329,11 +332,29 @@ def _execute(recipe_doc: dict, pending: list[Job], out: Path, workers: int, stor
             running |= {pool.submit(_run_jobs, recipe_doc, chunk, str(out)) for chunk in _take(queued, len(finished))}
 
 
-def _ray_execute(address: str | None):
-    """The Ray runner's ``_execute`` (same arguments and yields); Ray is imported only when asked for."""
-    from core.export.ray_runner import execute_ray
+class _RayRun:
+    """The Ray runner's ``_execute`` (same arguments and yields) for one export: Ray is imported only when asked
+    for, connected once on the first call with jobs to make (replacement rounds reuse it), shut down by
+    :meth:`close` when it was started here."""
 
-    return lambda *args: execute_ray(*args, address=address)
+    def __init__(self, address: str | None):
+        self.address = address
+        self.started = False
+        self.connected = False
+
+    def __call__(self, recipe_doc, pending, out, workers, *rest):
+        from core.export.ray_runner import connect, execute_ray
+
+        if pending and not self.connected:
+            self.started, self.connected = connect(workers, self.address), True
+        return execute_ray(recipe_doc, pending, out, workers, *rest, address=self.address)
+
+    def close(self) -> None:
+        if self.started:
+            import ray
+
+            ray.shutdown()
+            self.started = False
 
 
 def _progress_message(done: int, total: int, job: Job | None = None) -> str:

@@ -396,12 +396,17 @@ def _composite_samples(dataset, args: argparse.Namespace, skipped):
     from core.progress import track
 
     placement = Placement(mode="random", max_translate=args.max_translate, scale=(args.min_scale, args.max_scale),
-                          max_rotate=args.max_rotate, flip=not args.no_flip)  # fmt: skip
+                          max_rotate=args.max_rotate, flip=not args.no_flip, size=args.size,
+                          min_area_share=args.min_area_share, max_area_share=args.max_area_share,
+                          max_stretch=args.max_stretch if args.size == "data" else 1.0, position=args.position,
+                          ground_plane=args.ground_plane, horizon=args.horizon)  # fmt: skip
     params = CompositeParams(placement, (args.min_objects, args.max_objects), args.max_truncation, args.max_overlap,
-                             args.blending, args.blend_size, args.distractors)  # fmt: skip
+                             args.blending, args.blend_size, args.distractors,
+                             background_overlap=args.background_overlap)  # fmt: skip
     request = CompositeRequest(tuple(args.class_names or ()), args.count, args.seed, params,
                                tuple(args.background) if args.background else None, args.min_area,
-                               background_pool=args.backgrounds)  # fmt: skip
+                               background_pool=args.backgrounds, stuff=tuple(args.stuff) if args.stuff else None,
+                               paste_stuff=args.paste_stuff)  # fmt: skip
     library = RegionLibrary(dataset, request.min_area)
     library.skipped = skipped
     return [composite_sample(library, request, i) for i in track(range(request.count), message="compositing")]
@@ -524,11 +529,27 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-truncation", type=float, default=0.3)
     gen.add_argument("--max-overlap", type=float, default=0.3)
     gen.add_argument("--max-translate", type=float, default=0.5)
-    gen.add_argument("--min-scale", type=float, default=0.5)
-    gen.add_argument("--max-scale", type=float, default=1.2)
+    gen.add_argument("--min-scale", type=float, default=0.5, help="composite, --size relative: scale range from")
+    gen.add_argument("--max-scale", type=float, default=1.2, help="composite, --size relative: scale range to")
     gen.add_argument("--max-rotate", type=float, default=15.0)
     gen.add_argument("--no-flip", action="store_true")
     gen.add_argument("--min-area", type=int, default=64)
+    gen.add_argument("--size", choices=["data", "relative"], default="data",
+                     help="composite: object sizes drawn from the class's objects in the dataset (default), or the "
+                          "source size times a scale (relative)")  # fmt: skip
+    gen.add_argument("--min-area-share", type=float, default=0.0, help="composite: smallest object, share of the image")
+    gen.add_argument("--max-area-share", type=float, default=1.0, help="composite: largest object, share of the image")
+    gen.add_argument("--max-stretch", type=float, default=1.2,
+                     help="composite: how far an object's aspect may move towards the drawn one (1 keeps it)")
+    gen.add_argument("--position", choices=["around", "uniform", "data"], default="around",
+                     help="composite: near the source position (default), anywhere, or where the class occurs")
+    gen.add_argument("--ground-plane", action="store_true", help="composite: lower objects larger, none above --horizon")
+    gen.add_argument("--horizon", type=float, default=0.4, help="composite: horizon height, share from the top")
+    gen.add_argument("--background-overlap", type=float, default=0.3,
+                     help="composite: largest share of a background object that pasted objects may hide")
+    gen.add_argument("--stuff", action="append", metavar="NAME",
+                     help="composite: stuff classes (never cut out; default: the dataset's class roles)")
+    gen.add_argument("--paste-stuff", action="store_true", help="composite: allow pasting classes marked stuff")
     gen.set_defaults(handler=_run_generate)
 
     export = sub.add_parser("export", help="a batch export from a recipe (or a folder converted), resumable")

@@ -206,6 +206,19 @@ ADE20K_COLORS = (
     (184, 255, 0), (0, 133, 255), (255, 214, 0), (25, 194, 194), (102, 255, 0), (92, 0, 255),
 )  # fmt: skip
 
+# Class roles: "stuff" classes are amorphous regions (sky, road, wall, floor, ...) that are never cut out as
+# objects by default; every other class is a "thing". Cityscapes: the 11 non-instance train ids of its
+# panoptic task (road ... sky). ADE20K: the 50 classes marked ``isthing: 0`` in the ADE20K-150 panoptic split
+# (as registered by Mask2Former / detectron2). VOC: background, and diningtable: VOC's guidelines label
+# everything on a table as table, so its regions are table tops (a surface things stand on, often filling
+# the frame), like COCO panoptic's stuff class "table-merged"; mark it a thing again in the studio if
+# your tables are whole objects.
+ROLES = ("thing", "stuff")
+CITYSCAPES_STUFF = tuple(range(11))
+ADE20K_STUFF = (0, 1, 2, 3, 4, 5, 6, 9, 11, 13, 16, 17, 21, 25, 26, 28, 29, 34, 40, 46, 48, 51, 52, 54, 59, 60, 61, 63,
+                68, 77, 79, 84, 91, 94, 96, 99, 100, 101, 105, 106, 109, 113, 114, 117, 122, 128, 131, 140, 141, 145)  # fmt: skip
+VOC_STUFF = (0, 11)
+
 BUILTIN_CLASS_SETS = ("voc", "cityscapes", "ade20k")
 _PALETTES: dict[tuple, np.ndarray] = {}  # palettes by class set content (building one takes a Python loop)
 
@@ -220,6 +233,9 @@ class ClassSet:
         colors: ``N x 3 uint8`` RGB colours, one row per class.
         ignore_index: the label value meaning ignore/void (255 by VOC convention).
         ignore_color: the colour drawn for ignored pixels.
+        stuff: indices of "stuff" classes (sky, road, wall, ...: regions, never cut out as objects by
+            default); every other class is a "thing". Not part of equality (roles do not change what a
+            label value means).
     """
 
     name: str
@@ -227,6 +243,7 @@ class ClassSet:
     colors: np.ndarray = field(repr=False, compare=False)
     ignore_index: int = IGNORE_INDEX
     ignore_color: tuple[int, int, int] = (224, 224, 192)
+    stuff: tuple[int, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         names = tuple(str(n) for n in self.names)
@@ -246,6 +263,20 @@ class ClassSet:
             raise InvalidInput(
                 f"ignore index {self.ignore_index} collides with a class index; accepted: {len(names)}..255"
             )
+        stuff = tuple(sorted({int(i) for i in self.stuff}))
+        if any(not 0 <= i < len(names) for i in stuff):
+            raise InvalidInput(f"stuff classes must be class indices 0..{len(names) - 1}, got {list(stuff)}")
+        object.__setattr__(self, "stuff", stuff)
+
+    def role(self, index: int) -> str:
+        """``"stuff"`` or ``"thing"`` for a class index."""
+        self.check_index(index)
+        return "stuff" if index in self.stuff else "thing"
+
+    def with_stuff(self, stuff) -> ClassSet:
+        """The same set with other stuff classes (indices or names)."""
+        indices = [self.index_of(s) if isinstance(s, str) else int(s) for s in stuff]
+        return ClassSet(self.name, self.names, self.colors, self.ignore_index, self.ignore_color, tuple(indices))
 
     def __len__(self) -> int:
         return len(self.names)
@@ -308,7 +339,8 @@ class ClassSet:
             "ignore_index": self.ignore_index,
             "ignore_color": list(self.ignore_color),
             "classes": [
-                {"id": i, "name": n, "color": [int(c) for c in self.colors[i]]} for i, n in enumerate(self.names)
+                {"id": i, "name": n, "color": [int(c) for c in self.colors[i]], **({"role": "stuff"} if i in self.stuff else {})}
+                for i, n in enumerate(self.names)
             ],
         }
 
@@ -316,8 +348,9 @@ class ClassSet:
     def from_json(cls, doc: dict | list, default_name: str = "custom") -> ClassSet:
         """Parse a ``classes.json`` document.
 
-        Accepted forms: ``{"classes": [{"id", "name", "color"}, ...], "ignore_index"?, "name"?}`` with
-        ids ``0..N-1`` (any order), or a plain list of class names (VOC colours are used).
+        Accepted forms: ``{"classes": [{"id", "name", "color", "role"?}, ...], "ignore_index"?, "name"?}`` with
+        ids ``0..N-1`` (any order), or a plain list of class names (VOC colours are used). ``role`` is
+        ``"thing"`` (the default) or ``"stuff"``; ``"isthing": 0`` (detectron2's spelling) also marks stuff.
         """
         if isinstance(doc, list):
             names = [str(n) for n in doc]
@@ -344,6 +377,7 @@ class ClassSet:
             colors,
             ignore_index=int(doc.get("ignore_index", IGNORE_INDEX)),
             ignore_color=tuple(doc.get("ignore_color", (224, 224, 192))),
+            stuff=tuple(i for i in range(len(by_id)) if _is_stuff(by_id[i], i)),
         )
 
     @classmethod
@@ -374,12 +408,20 @@ class ClassSet:
         """One of the built-in sets: ``voc`` (21 classes), ``cityscapes`` (19 train ids), ``ade20k`` (150)."""
         key = name.strip().lower()
         if key == "voc":
-            return cls("voc", VOC_NAMES, voc_colormap(256)[: len(VOC_NAMES)])
+            return cls("voc", VOC_NAMES, voc_colormap(256)[: len(VOC_NAMES)], stuff=VOC_STUFF)
         if key == "cityscapes":
-            return cls("cityscapes", CITYSCAPES_NAMES, np.array(CITYSCAPES_COLORS))
+            return cls("cityscapes", CITYSCAPES_NAMES, np.array(CITYSCAPES_COLORS), stuff=CITYSCAPES_STUFF)
         if key == "ade20k":
-            return cls("ade20k", ADE20K_NAMES, np.array(ADE20K_COLORS), ignore_color=(0, 0, 0))
+            return cls("ade20k", ADE20K_NAMES, np.array(ADE20K_COLORS), ignore_color=(0, 0, 0), stuff=ADE20K_STUFF)
         raise InvalidInput(f"unknown built-in class set {name!r}; accepted: {', '.join(BUILTIN_CLASS_SETS)}")
+
+
+def _is_stuff(entry: dict, index: int) -> bool:
+    """Whether a ``classes.json`` entry marks its class as stuff (``role`` or detectron2's ``isthing``)."""
+    role = entry.get("role", "stuff" if entry.get("isthing", 1) in (0, False) else "thing")
+    if role not in ROLES:
+        raise InvalidInput(f"classes.json class {index}: role must be one of {', '.join(ROLES)}, got {role!r}")
+    return role == "stuff"
 
 
 def classes_in(label_map: np.ndarray, ignore_index: int = IGNORE_INDEX) -> list[int]:

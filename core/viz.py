@@ -146,3 +146,32 @@ def class_shares(label_map: np.ndarray, classes: ClassSet) -> dict[int, float]:
     counts = np.bincount(np.asarray(label_map, dtype=np.uint8).ravel(), minlength=256)
     total = counts.sum()
     return {int(i): float(counts[i] / total) for i in np.flatnonzero(counts)}
+
+
+def grid(tiles: list[np.ndarray], columns: int = 4, cell: int | tuple[int, int] = 192, gap: int = 4) -> np.ndarray:
+    """Tiles laid out in a grid, each fitted (aspect kept, centred) into a cell.
+
+    Args:
+        tiles: ``h x w x 3 uint8`` images (any sizes).
+        columns: tiles per row.
+        cell: the cell's side, or ``(width, height)``.
+
+    Returns:
+        ``rows * (ch + gap) - gap x columns * (cw + gap) - gap x 3 uint8``, white between cells.
+    """
+    import cv2
+
+    if not tiles:
+        raise InvalidInput("a grid needs at least one tile")
+    cw, ch = (cell, cell) if isinstance(cell, int) else cell
+    rows = -(-len(tiles) // columns)
+    out = np.full((rows * (ch + gap) - gap, columns * (cw + gap) - gap, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        h, w = tile.shape[:2]
+        f = min(cw / w, ch / h)
+        nh, nw = max(1, round(h * f)), max(1, round(w * f))
+        small = cv2.resize(np.ascontiguousarray(tile), (nw, nh), interpolation=cv2.INTER_AREA)
+        y = (i // columns) * (ch + gap) + (ch - nh) // 2
+        x = (i % columns) * (cw + gap) + (cw - nw) // 2
+        out[y : y + nh, x : x + nw] = small
+    return out

@@ -94,9 +94,15 @@ def _placement(options: dict, classes, defaults: dict):
 
     scale = options.get("scale", defaults.get("scale", (0.8, 1.2)))
     protected = tuple(classes.index_of(n) for n in options.get("protect", []))
+    size = options.get("size", defaults.get("size", "relative"))
     return Placement(mode=options.get("placement", "random"), max_translate=float(options.get("max_translate", defaults.get("max_translate", 0.25))),
                      scale=(float(scale[0]), float(scale[1])), max_rotate=float(options.get("max_rotate", defaults.get("max_rotate", 10.0))),
-                     protected=protected, layer=options.get("layer", "top"), ignore_border=int(options.get("ignore_border", 0)))  # fmt: skip
+                     protected=protected, layer=options.get("layer", "top"), ignore_border=int(options.get("ignore_border", 0)),
+                     size=size, min_area_share=float(options.get("min_area_share", 0.0)),
+                     max_area_share=float(options.get("max_area_share", 1.0)),
+                     max_stretch=float(options.get("max_stretch", 1.2 if size == "data" else 1.0)),
+                     position=options.get("position", "around"), ground_plane=bool(options.get("ground_plane", False)),
+                     horizon=float(options.get("horizon", 0.4)))  # fmt: skip
 
 
 def _classes(job: Job, options: dict) -> tuple[str, ...]:
@@ -110,14 +116,19 @@ def _composite(job: Job, step: Step, context: MakeContext) -> Made:
     from core.generate.composite import CompositeParams, CompositeRequest, composite_sample
 
     options = step.options
-    placement = _placement(options, context.store.classes, {"scale": (0.5, 1.2), "max_translate": 0.5, "max_rotate": 15.0})
+    placement = _placement(options, context.store.classes, {"scale": (0.5, 1.2), "max_translate": 0.5, "max_rotate": 15.0,
+                                                            "size": "data"})  # fmt: skip
     objects = options.get("objects", (1, 3))
     params = CompositeParams(placement, (int(objects[0]), int(objects[1])), float(options.get("max_truncation", 0.3)),
                              float(options.get("max_overlap", 0.3)), options.get("blending", "gaussian"),
-                             int(options.get("blend_size", 3)), int(options.get("distractors", 0)))  # fmt: skip
+                             int(options.get("blend_size", 3)), int(options.get("distractors", 0)),
+                             background_overlap=float(options.get("background_overlap", 0.3)))  # fmt: skip
     min_area = int(options.get("min_area", 64))
+    stuff = options.get("stuff")
     request = CompositeRequest(_classes(job, options), 1, context.recipe.seed, params, None, min_area,
-                               background_pool=options.get("backgrounds", "labelled"))  # fmt: skip
+                               background_pool=options.get("backgrounds", "labelled"),
+                               stuff=None if stuff is None else tuple([stuff] if isinstance(stuff, str) else stuff),
+                               paste_stuff=bool(options.get("paste_stuff", False)))  # fmt: skip
     sample = composite_sample(context.library(min_area), request, job.index, list(job.seeds))
     return Made(sample.result.label_map, sample.result.image, None, None, sample.record["background"],
                 {"generator": "composite", **sample.record, "target_class": job.target_class})

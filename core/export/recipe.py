@@ -33,10 +33,12 @@ REAL_CHOICES = ("include", "exclude")
 TOP_KEYS = ("source", "seed", "real", "generate", "split", "formats", "quality", "review")
 QUALITY_KEYS = ("min_score", "min_clip", "clip")
 STEP_KEYS = ("backend", "count", "balance", "options", "model")
+PLAUSIBLE_OPTIONS = ("size", "min_area_share", "max_area_share", "max_stretch", "position", "ground_plane", "horizon")
 COMPOSITE_OPTIONS = ("classes", "blending", "blend_size", "objects", "max_truncation", "max_overlap", "distractors",
-                     "scale", "max_rotate", "max_translate", "backgrounds", "min_area")  # fmt: skip
+                     "scale", "max_rotate", "max_translate", "backgrounds", "min_area", *PLAUSIBLE_OPTIONS,
+                     "background_overlap", "stuff", "paste_stuff")  # fmt: skip
 RECOMBINE_OPTIONS = ("mode", "classes", "scale", "max_rotate", "max_translate", "placement", "protect", "layer",
-                     "ignore_border", "min_area")  # fmt: skip
+                     "ignore_border", "min_area", *PLAUSIBLE_OPTIONS)  # fmt: skip
 DIFFUSION_OPTIONS = ("prompt", "negative_prompt", "steps", "guidance_scale", "conditioning_scale", "width", "height")
 
 

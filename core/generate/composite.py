@@ -2,6 +2,12 @@
 from source samples are pasted onto background images with an affine placement, within truncation and
 overlap limits, blended with one of several modes; the label map is updated in pasting (occlusion) order.
 
+Plausibility by default: each pasted object's size (area share of the target, and aspect) is drawn from
+the sizes of that class's objects observed in the dataset's own label maps (:mod:`core.labels.sizes`), the
+background's own labelled objects count as already placed (no more than ``background_overlap`` of any of
+them is hidden), and "stuff" classes (sky, road, wall, ...; see :class:`core.types.ClassSet`) are never
+cut out as objects.
+
 Blending artefacts can teach a segmenter the wrong cue ("pasted pixels have a halo"). Optional
 *distractors* make the cue useless: background-textured cut-outs shaped like objects are pasted into
 background regions with the same blending, and stay labelled background.
@@ -16,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from core.errors import InvalidInput, require_all
-from core.labels.overlay import Placement, Recombined, WarpedRegion, sample_transform, warp_region
+from core.labels.overlay import Placement, Recombined, WarpedRegion, sample_transform, warp_image, warp_region
 from core.labels.regions import Region
 
 BLENDINGS = ("none", "gaussian", "poisson", "box", "motion")
@@ -27,11 +33,14 @@ class CompositeParams:
     """Settings of the compositor.
 
     Attributes:
-        placement: random affine placement limits (shift, scale, rotation, flip); ``protected`` and
-            ``layer`` apply as in overlays.
+        placement: random affine placement limits (size from the data or relative scale, position, rotation,
+            flip); ``protected`` and ``layer`` apply as in overlays.
         objects: ``(min, max)`` objects per image.
         max_truncation: largest share of an object allowed to fall outside the image.
         max_overlap: largest share of an object allowed to cover objects pasted before it.
+        background_overlap: largest share of each of the background's own labelled objects (connected
+            components of its "thing" classes) that pasted objects may hide, all pastes together; 1 turns
+            the check off.
         blending: ``none``, ``gaussian`` (feathered alpha), ``poisson`` (seamless clone), ``box`` (box-blurred
             alpha) or ``motion`` (alpha smeared along a random direction).
         blend_size: Gaussian sigma, or box / motion kernel length, in pixels.
@@ -40,8 +49,9 @@ class CompositeParams:
     """
 
     placement: Placement = field(
-        default_factory=lambda: Placement(mode="random", max_translate=0.5, scale=(0.5, 1.2), max_rotate=15.0)
-    )
+        default_factory=lambda: Placement(mode="random", max_translate=0.5, scale=(0.5, 1.2), max_rotate=15.0,
+                                          size="data", max_stretch=1.2)
+    )  # fmt: skip
     objects: tuple[int, int] = (1, 3)
     max_truncation: float = 0.3
     max_overlap: float = 0.3
@@ -49,6 +59,7 @@ class CompositeParams:
     blend_size: int = 3
     distractors: int = 0
     attempts: int = 10
+    background_overlap: float = 0.3
 
     def __post_init__(self) -> None:
         checks = [
@@ -59,6 +70,7 @@ class CompositeParams:
             (1 <= self.blend_size <= 50, f"blend size must be 1..50 px, got {self.blend_size}"),
             (0 <= self.distractors <= 20, f"distractors must be 0..20, got {self.distractors}"),
             (1 <= self.attempts <= 100, f"attempts must be 1..100, got {self.attempts}"),
+            (0 <= self.background_overlap <= 1, f"background overlap must be 0..1, got {self.background_overlap}"),
         ]  # fmt: skip
         require_all(checks, "compositing")
         object.__setattr__(self, "objects", tuple(int(v) for v in self.objects))
@@ -126,19 +138,114 @@ def _blend_into(image: np.ndarray, warped: WarpedRegion, mask: np.ndarray, param
     return params.blending
 
 
-def _place(region: Region, labels: np.ndarray, taken: np.ndarray, params: CompositeParams, rng, pad: int):
-    """A transform and warped region within the truncation and overlap limits, or ``None``."""
+@dataclass
+class BackgroundObjects:
+    """The background's own labelled objects and how much of each is hidden so far.
+
+    Attributes:
+        ids: ``h x w int32`` object number per pixel over ``box`` (0: not an object: background, stuff, ignore).
+        box: ``(x0, y0, x1, y1)`` of the map's part holding objects (half-open).
+        areas: ``K + 1 int64`` pixels per object (``areas[0]`` unused).
+        hidden: ``K + 1 int64`` pixels of each object covered by pasted objects so far.
+        limit: largest hidden share allowed per object.
+    """
+
+    ids: np.ndarray
+    box: tuple[int, int, int, int]
+    areas: np.ndarray
+    hidden: np.ndarray
+    limit: float
+
+    def fresh(self, limit: float) -> BackgroundObjects:
+        """The same objects with nothing hidden yet (for another composite onto the same background)."""
+        return BackgroundObjects(self.ids, self.box, self.areas, np.zeros_like(self.areas), float(limit))
+
+    def would_hide(self, window: tuple[int, int, int, int], pasted: np.ndarray) -> np.ndarray | None:
+        """Pixels per object newly hidden by ``pasted`` (``h x w bool`` in ``window``, pixels not yet covered),
+        or ``None`` when that would hide more than the limit of some object."""
+        x0, y0, x1, y1 = window
+        bx0, by0, bx1, by1 = self.box
+        ix0, iy0, ix1, iy1 = max(x0, bx0), max(y0, by0), min(x1, bx1), min(y1, by1)
+        if ix1 <= ix0 or iy1 <= iy0:
+            return np.zeros_like(self.areas)
+        ids = self.ids[iy0 - by0 : iy1 - by0, ix0 - bx0 : ix1 - bx0]
+        counts = np.bincount(ids[pasted[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]], minlength=len(self.areas))
+        counts[0] = 0
+        if np.any(self.hidden + counts > self.limit * self.areas):
+            return None
+        return counts
+
+
+def background_objects(labels: np.ndarray | None, stuff, limit: float, ignore_index: int = 255) -> BackgroundObjects | None:
+    """The connected components (8-connectivity) of every "thing" class of a background label map, or ``None``
+    when there is none (or no map, or the limit is 1: nothing to check).
+
+    Args:
+        labels: ``H x W uint8`` label map, or ``None``.
+        stuff: class indices that are regions, not objects (class 0 and the ignore index never are objects).
+    """
+
+    if labels is None or limit >= 1:
+        return None
+    key = (tuple(sorted(int(c) for c in stuff)), int(ignore_index))
+    last = _LAST_OBJECTS  # one entry: composites onto the same background (benchmarks, previews) find them once
+    if last is not None and last[1] == key and last[0].shape == labels.shape and np.array_equal(last[0], labels):
+        return last[2].fresh(limit) if last[2] is not None else None
+    found = _find_objects(labels, key[0], ignore_index)
+    globals()["_LAST_OBJECTS"] = (np.array(labels, copy=True), key, found)
+    return found.fresh(limit) if found is not None else None
+
+
+_LAST_OBJECTS = None
+
+
+def _find_objects(labels: np.ndarray, stuff, ignore_index: int) -> BackgroundObjects | None:
+    import cv2
+
+    lut = np.ones(256, np.uint8)
+    lut[[0, ignore_index, *stuff]] = 0
+    things = cv2.LUT(np.ascontiguousarray(labels, np.uint8), lut)
+    x, y, w, h = cv2.boundingRect(things)  # only the part of the map holding objects is labelled
+    if w == 0 or h == 0:
+        return None
+    crop, mask = labels[y : y + h, x : x + w], things[y : y + h, x : x + w]
+    present = np.flatnonzero(cv2.calcHist([np.ascontiguousarray(crop)], [0], mask, [256], [0, 256]).ravel())
+    ids, count = None, 1
+    for cls in present:
+        n, components = cv2.connectedComponents(mask if len(present) == 1 else (crop == cls).view(np.uint8),
+                                                 connectivity=8, ltype=cv2.CV_32S)  # fmt: skip
+        if ids is None:
+            ids = components
+        else:
+            np.copyto(ids, components + (count - 1), where=components > 0)
+        count += n - 1
+    areas_arr = np.bincount(ids.ravel(), minlength=count).astype(np.int64)
+    ids.setflags(write=False)
+    return BackgroundObjects(ids, (x, y, x + w, y + h), areas_arr, np.zeros_like(areas_arr), 1.0)
+
+
+def _place(region: Region, labels: np.ndarray, taken: np.ndarray, params: CompositeParams, rng, pad: int,
+           sizes=None, background: BackgroundObjects | None = None):  # fmt: skip
+    """``(transform, warped region, pixels it may paint, background pixels it hides)`` within the truncation
+    and overlap limits (pasted objects and the background's own), or ``None``."""
     for _ in range(params.attempts):
-        transform = sample_transform(region, labels.shape, params.placement, rng)
-        warped = warp_region(region, transform, labels.shape, pad=pad)
+        transform = sample_transform(region, labels.shape, params.placement, rng, sizes)
+        warped = warp_region(region, transform, labels.shape, pad=pad, with_image=False)
         visible = int(warped.mask.sum())
         expected = region.area * transform.scale**2
         if visible == 0 or 1 - visible / expected > params.max_truncation:
             continue
         x0, y0, x1, y1 = warped.window
-        if (warped.mask & taken[y0:y1, x0:x1]).sum() / visible > params.max_overlap:
+        covered = taken[y0:y1, x0:x1]
+        if (warped.mask & covered).sum() / visible > params.max_overlap:
             continue
-        return transform, warped
+        allowed = _allowed(labels[y0:y1, x0:x1], warped.mask, params.placement)
+        hides = None
+        if background is not None:
+            hides = background.would_hide(warped.window, allowed & ~covered)
+            if hides is None:
+                continue
+        return transform, warp_image(region, transform, warped), allowed, hides
     return None
 
 
@@ -160,6 +267,9 @@ def composite(
     *,
     distractor_sources: Sequence[tuple[str, np.ndarray, np.ndarray]] = (),
     ignore_index: int = 255,
+    sizes=None,
+    stuff: Sequence[int] = (),
+    known_objects: BackgroundObjects | None = None,
 ) -> Recombined:
     """One composite image and its label map.
 
@@ -170,6 +280,12 @@ def composite(
         objects: regions with images to draw from (each pasted object is drawn from these).
         rng: the only source of randomness.
         distractor_sources: ``(sample id, image, label map)`` whose background pixels give the distractors' texture.
+        sizes: observed objects (:class:`core.labels.sizes.ObjectSizes`) that ``size="data"`` /
+            ``position="data"`` placements draw from; default: measured from ``objects`` in their sources.
+        stuff: class indices that are regions, not objects: the background's pixels of these classes are not
+            protected by ``background_overlap``.
+        known_objects: the background's objects found before (:func:`background_objects` of the same map and
+            stuff classes), to save finding them again for every composite onto the same background.
 
     Returns:
         the image, the label map (objects painted in pasting order: later ones occlude earlier ones) and one
@@ -193,29 +309,40 @@ def composite(
     taken = np.zeros(label_map.shape, bool)
     steps: list[dict] = []
     pad = params.reach() + 1
+    if sizes is None and params.placement.uses_data:
+        from core.labels.sizes import ObjectSizes
+
+        sizes = ObjectSizes.from_regions(objects)
+    if params.background_overlap >= 1 or labels is None:
+        background = None
+    elif known_objects is not None:
+        background = known_objects.fresh(params.background_overlap)
+    else:
+        background = background_objects(labels, set(stuff), params.background_overlap, ignore_index)
     for _ in range(params.distractors):
-        steps.append(_distractor(image, label_map, objects, distractor_sources, params, rng, pad))
+        steps.append(_distractor(image, label_map, objects, distractor_sources, params, rng, pad, sizes))
     for _ in range(int(rng.integers(params.objects[0], params.objects[1] + 1))):
         region = objects[int(rng.integers(len(objects)))]
-        placed = _place(region, label_map, taken, params, rng, pad)
+        placed = _place(region, label_map, taken, params, rng, pad, sizes, background)
         if placed is None:
             steps.append(
                 {"region": region.record(), "skipped": "no placement within the truncation and overlap limits"}
             )
             continue
-        transform, warped = placed
+        transform, warped, allowed, hides = placed
         x0, y0, x1, y1 = warped.window
-        allowed = _allowed(label_map[y0:y1, x0:x1], warped.mask, params.placement)
         used = _blend_into(image, warped, allowed, params, rng)
         label_map[y0:y1, x0:x1][allowed] = region.class_index
         taken[y0:y1, x0:x1] |= allowed
-        steps.append(
-            {"region": region.record(), "transform": transform.record(), "pixels": int(allowed.sum()), "blending": used}
-        )
+        step = {"region": region.record(), "transform": transform.record(), "pixels": int(allowed.sum()), "blending": used}
+        if hides is not None:
+            background.hidden += hides
+            step["background_hidden"] = int(hides.sum())
+        steps.append(step)
     return Recombined(label_map, image, steps)
 
 
-def _distractor(image, label_map, objects, sources, params: CompositeParams, rng, pad: int) -> dict:
+def _distractor(image, label_map, objects, sources, params: CompositeParams, rng, pad: int, sizes=None) -> dict:
     """Paste one background-textured, object-shaped cut-out into background pixels (labels unchanged)."""
     if not sources:
         return {"distractor": True, "skipped": "no source images for background texture"}
@@ -233,10 +360,10 @@ def _distractor(image, label_map, objects, sources, params: CompositeParams, rng
         return {"distractor": True, "skipped": "no background area of that shape in the texture source"}
     texture = Region("distractor", 0, None, (x, y, x + w, y + h), shape.mask, src_image[y : y + h, x : x + w].copy(),
                      src_image.shape[:2])  # fmt: skip
-    placed = _place(texture, label_map, np.zeros(label_map.shape, bool), params, rng, pad)
+    placed = _place(texture, label_map, np.zeros(label_map.shape, bool), params, rng, pad, sizes)
     if placed is None:
         return {"distractor": True, "skipped": "no placement"}
-    transform, warped = placed
+    transform, warped, _, _ = placed
     x0, y0, x1, y1 = warped.window
     allowed = warped.mask & (label_map[y0:y1, x0:x1] == 0)
     used = _blend_into(image, warped, allowed, params, rng)
@@ -263,6 +390,9 @@ class CompositeRequest:
         background_pool: ``labelled`` (only samples with a label map, the default) or ``all`` (unlabelled
             images too: their pixels outside pasted objects are labelled 255, ignore, never background).
         min_area: smallest object region used, in pixels.
+        stuff: class names that are regions, never cut out as objects; ``None``: the dataset's roles (its
+            class set's, or the edits saved in the workspace, see :mod:`core.labels.roles`).
+        paste_stuff: allow naming stuff classes in ``classes`` (they are pasted like objects then).
     """
 
     classes: tuple[str, ...] = ()
@@ -272,6 +402,8 @@ class CompositeRequest:
     backgrounds: tuple[str, ...] | None = None
     min_area: int = 64
     background_pool: str = "labelled"
+    stuff: tuple[str, ...] | None = None
+    paste_stuff: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.count <= 1_000_000:
@@ -345,12 +477,8 @@ def composite_sample(library, request: CompositeRequest, index: int, seed_sequen
 
     store = library.store
     classes = store.classes
-    present = sorted(set().union(*library.present.values())) if library.present else []
-    wanted = [classes.index_of(n) for n in request.classes] or [
-        c for c in present if c not in (0, classes.ignore_index)
-    ]
-    if not wanted:
-        raise InvalidInput(f"{store.root} has no labelled object to cut out; annotate some samples first")
+    stuff = library.stuff() if request.stuff is None else tuple(sorted(classes.index_of(n) for n in request.stuff))
+    wanted = _wanted_classes(library, request, stuff)
     objects = [r for c in wanted for r in library.components(c)]
     seeds = list(seed_sequence) if seed_sequence is not None else [request.seed, index]
     rng = np.random.default_rng(seeds)
@@ -359,11 +487,53 @@ def composite_sample(library, request: CompositeRequest, index: int, seed_sequen
     sources = []
     if request.params.distractors:
         sources = [(i, image, lm) for i, lm, image in library.loadable(sorted(library.present)[:8])]
+    sizes = library.sizes(exclude=stuff) if request.params.placement.uses_data else None
+    if sizes is not None and not len(sizes):
+        raise InvalidInput(f"{store.root} has no object of at least {library.min_area} px to measure sizes from")
+    known = None
+    if labels is not None and request.params.background_overlap < 1:
+        cache = library.cache
+        key = ("background objects", background_id, stuff)
+        if key not in cache:
+            if len(cache) >= 64:
+                cache.pop(next(iter(cache)))
+            cache[key] = background_objects(labels, set(stuff), request.params.background_overlap, classes.ignore_index)
+        known = cache[key]
     result = composite(background, labels, [o for o in objects if o.source_id != background_id] or objects,
-                       request.params, rng, distractor_sources=sources, ignore_index=classes.ignore_index)  # fmt: skip
+                       request.params, rng, distractor_sources=sources, ignore_index=classes.ignore_index,
+                       sizes=sizes, stuff=stuff, known_objects=known)  # fmt: skip
     record = {"id": f"composite_{index:06d}", "mode": "composite", "seed": request.seed, "index": index,
-              "seed_sequence": seeds,
+              "seed_sequence": seeds, "stuff": [classes.names[c] for c in stuff],
               "background": background_id, "params": request.params.record(), "steps": result.steps,
               "labels": LABELLED_RULE if labels is not None else UNLABELLED_RULE,
               "classes": [classes.names[c] for c in sorted(set(np.unique(result.label_map).tolist()) - {classes.ignore_index})]}  # fmt: skip
+    if sizes is not None:
+        record["sizes"] = {"from": "dataset label maps", "objects": len(sizes), "min_area": library.min_area}
     return RecombinedSample(record["id"], result, record)
+
+
+def _wanted_classes(library, request: CompositeRequest, stuff: tuple[int, ...]) -> list[int]:
+    """The classes to paste: the named ones, or every labelled class that is not background or stuff."""
+    classes = library.store.classes
+    if request.classes:
+        wanted = [classes.index_of(n) for n in request.classes]
+        named_stuff = [classes.names[c] for c in wanted if c in stuff]
+        if named_stuff and not request.paste_stuff:
+            raise InvalidInput(
+                f"{', '.join(named_stuff)} {'is' if len(named_stuff) == 1 else 'are'} marked stuff (a region, never cut "
+                "out as an object); mark it a thing in the class roles, or allow pasting stuff (paste_stuff)"
+            )
+        return wanted
+    present = sorted(set().union(*library.present.values())) if library.present else []
+    wanted = [c for c in present if c not in (0, classes.ignore_index) and c not in stuff]
+    if not wanted:
+        raise InvalidInput(f"{library.store.root} has no labelled object (a thing class) to cut out; annotate some "
+                           "samples first, or mark a class as a thing in the class roles")  # fmt: skip
+    return wanted
+
+
+def pasted_shares(sample) -> list[float]:
+    """Area shares (pixels pasted over the image's pixels) of the objects pasted in one composite result
+    (a :class:`core.labels.recombine.RecombinedSample`); skipped objects and distractors left out."""
+    h, w = sample.result.label_map.shape
+    return [s["pixels"] / (h * w) for s in sample.record["steps"] if "pixels" in s and not s.get("distractor")]

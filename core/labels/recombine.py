@@ -99,6 +99,29 @@ class RegionLibrary:
         self.version = store.version
         self._components: dict[int, list[Region]] = {}
         self._colors: dict[int, np.ndarray] = {}
+        self._sizes = None
+        self._stuff: tuple[int, ...] | None = None
+        self.cache: dict = {}  # small derived data of loaded samples (e.g. a background's objects)
+
+    def stuff(self) -> tuple[int, ...]:
+        """The dataset's stuff classes (class set roles, or the workspace edits), read once per library."""
+        if self._stuff is None:
+            from core.labels.roles import stuff_classes
+
+            self._stuff = stuff_classes(self.store)
+        return self._stuff
+
+    def sizes(self, exclude=()):
+        """Objects observed in the dataset's label maps (:class:`core.labels.sizes.ObjectSizes`, measured once
+        per library, cached per map in the workspace), without the ``exclude`` classes."""
+        from core.labels.sizes import measure_store
+
+        if self._sizes is None:
+            self._sizes = {"all": measure_store(self.store, self.min_area, self.skipped)}
+        key = tuple(sorted(exclude))
+        if key not in self._sizes:
+            self._sizes[key] = self._sizes["all"].without(key)
+        return self._sizes[key]
 
     def load(self, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
         """A sample's ``(label map, image)``.
@@ -204,8 +227,9 @@ def recombine_one(
             ]
         else:
             regions = [_pick(rng, library.components(c), exclude=base_record.get("sample")) for c in wanted]
+        sizes = library.sizes(exclude=library.stuff()) if request.placement.uses_data else None
         result = reconstruct(
-            base, regions, request.placement, rng, base_image=base_image, ignore_index=classes.ignore_index
+            base, regions, request.placement, rng, base_image=base_image, ignore_index=classes.ignore_index, sizes=sizes
         )
         record["base"] = base_record
     else:
@@ -221,8 +245,10 @@ def recombine_one(
         if request.mode == "multi":
             chosen_classes = [c for c in wanted if c not in library.present[target_id]] or wanted
         regions = [_pick(rng, library.components(c), exclude=target_id) for c in chosen_classes]
+        sizes = library.sizes(exclude=library.stuff()) if request.placement.uses_data else None
         result = overlay(
-            target, regions, request.placement, rng, target_image=target_image, ignore_index=classes.ignore_index
+            target, regions, request.placement, rng, target_image=target_image, ignore_index=classes.ignore_index,
+            sizes=sizes,
         )
         record["target"] = target_id
     record["steps"] = result.steps

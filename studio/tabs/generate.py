@@ -14,11 +14,12 @@ from core.errors import InvalidInput
 from core.generate.composite import BLENDINGS, CompositeParams, CompositeRequest, composite_sample
 from core.generate.diffusion import DEFAULT_NEGATIVE, DiffusionSettings
 from core.generate.runner import condition_and_prompt, generate_sample
-from core.labels.overlay import Placement
+from core.labels.overlay import POSITIONS, Placement
 from core.labels.recombine import RecombinedSample, RegionLibrary, keep_once
+from core.labels.roles import reset_roles, save_stuff, stuff_classes
 from core.priors.pipeline import priors_dir
 from core.progress import CancelToken
-from core.viz import overlay
+from core.viz import colorize, grid, overlay
 from studio.errors import shows_errors
 from studio.session_store import SessionStore
 
@@ -106,6 +107,43 @@ class GenerateController:
             results.append(composite_sample(self.library(), request, i))
         return self._remember(session, results)
 
+    def preview_grid(self, request: CompositeRequest, progress) -> tuple[np.ndarray, str]:
+        """A 4 x 4 grid of composites (each: image beside its label map), ``H x W x 3 uint8``, and a summary
+        line (objects pasted, skipped, median area share)."""
+        from dataclasses import replace
+
+        from core.generate.composite import pasted_shares
+
+        request = replace(request, count=16)
+        tiles, shares, skipped = [], [], 0
+        for i in range(16):
+            progress(i / 16, f"preview {i + 1}/16")
+            sample = composite_sample(self.library(), request, i)
+            image, labels = sample.result.image, sample.result.label_map
+            tiles.append(np.concatenate([image, colorize(labels, self.classes)], axis=1))
+            shares += pasted_shares(sample)
+            skipped += sum("skipped" in s and not s.get("distractor") for s in sample.record["steps"])
+        median = f"{100 * float(np.median(shares)):.1f} %" if shares else "n/a"
+        note = (f"16 composites (seed {request.seed}, each image beside its label map): {len(shares)} objects pasted, "
+                f"{skipped} skipped (no placement within the limits), median object area {median} of the image.")  # fmt: skip
+        return grid(tiles, columns=4, cell=320), note
+
+    def roles(self) -> list[str]:
+        """Names of the dataset's stuff classes (the workspace edits, else the class set's roles)."""
+        return [self.classes.names[i] for i in stuff_classes(self.ctx.store)]
+
+    def save_roles(self, names: list[str] | None) -> str:
+        """Save the stuff classes in the workspace (never the dataset folder)."""
+        saved = save_stuff(self.ctx.store, names or [])
+        self._library = None
+        listed = ", ".join(self.classes.names[i] for i in saved) or "none"
+        return f"Stuff classes saved in the workspace (the dataset folder is unchanged): {listed}."
+
+    def reset_roles(self) -> tuple[list[str], str]:
+        reset_roles(self.ctx.store)
+        self._library = None
+        return self.roles(), "Class roles back to the class set's defaults."
+
     def _remember(self, session, results: list[RecombinedSample]) -> list:
         self.per_session.put(session, "results", results)
         return [(self.render(r), self.caption(r)) for r in results]
@@ -145,10 +183,17 @@ def _diffusion_settings(
 
 
 def _composite_request(classes, names, lo, hi, blending, size, distractors, truncation, overlap, smin, smax, rotate,
-                       seed, count, background: str | None = None, any_background: bool = False) -> CompositeRequest:  # fmt: skip
-    placement = Placement(mode="random", max_translate=0.5, scale=(float(smin), float(smax)), max_rotate=float(rotate))
+                       seed, count, background: str | None = None, any_background: bool = False, *,
+                       size_mode: str = "data", min_share: float = 0.0, max_share: float = 1.0,
+                       background_overlap: float = 0.3, position: str = "around", ground_plane: bool = False,
+                       horizon: float = 0.4) -> CompositeRequest:  # fmt: skip
+    """The compositing request of the tab's settings (area shares in percent are converted by the caller)."""
+    placement = Placement(mode="random", max_translate=0.5, scale=(float(smin), float(smax)), max_rotate=float(rotate),
+                          size=size_mode, min_area_share=float(min_share), max_area_share=float(max_share),
+                          max_stretch=1.2 if size_mode == "data" else 1.0, position=position,
+                          ground_plane=bool(ground_plane), horizon=float(horizon))  # fmt: skip
     params = CompositeParams(placement, (int(lo), int(max(lo, hi))), float(truncation), float(overlap), blending,
-                             int(size), int(distractors))  # fmt: skip
+                             int(size), int(distractors), background_overlap=float(background_overlap))  # fmt: skip
     for name in names or []:
         classes.index_of(name)
     return CompositeRequest(tuple(names or ()), int(count), int(seed or 0), params,
@@ -222,11 +267,34 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> GenerateContro
                           "255, ignore, never background)",
                 )  # fmt: skip
                 with gr.Row():
-                    min_scale = gr.Slider(0.1, 3, value=0.5, step=0.05, label="Scale from")
+                    size_mode = gr.Radio([("from the data", "data"), ("relative scale", "relative")], value="data",
+                                         label="Object sizes", elem_id="gen-size-mode",
+                                         info="from the data: each class's object sizes in this dataset's label maps")  # fmt: skip
+                    bg_overlap = gr.Slider(0, 1, value=0.3, step=0.05, label="Max hidden share of a background object",
+                                           elem_id="gen-bg-overlap")  # fmt: skip
+                with gr.Row():
+                    min_share = gr.Slider(0, 100, value=0, step=0.5, label="Object area from (% of image)")
+                    max_share = gr.Slider(0, 100, value=100, step=0.5, label="to (%)")
+                with gr.Row():
+                    min_scale = gr.Slider(0.1, 3, value=0.5, step=0.05, label="Relative scale from")
                     max_scale = gr.Slider(0.1, 3, value=1.2, step=0.05, label="to")
                     rotate = gr.Slider(0, 180, value=15, step=1, label="Max rotation (°)")
+                with gr.Row():
+                    position = gr.Dropdown(list(POSITIONS), value="around", label="Position", elem_id="gen-position",
+                                           info="around the source position, anywhere, or where the class occurs in the data")  # fmt: skip
+                    ground_plane = gr.Checkbox(value=False, label="Ground plane (lower objects larger)",
+                                               elem_id="gen-ground-plane")  # fmt: skip
+                    horizon = gr.Slider(0, 0.9, value=0.4, step=0.05, label="Horizon (share from the top)")
+            with gr.Accordion("Class roles (stuff is never cut out as an object)", open=False):
+                stuff = gr.Dropdown(choices=list(ctx.dataset.classes.names), value=[], multiselect=True,
+                                    label="Stuff classes (sky, road, wall, ...)", elem_id="gen-stuff")  # fmt: skip
+                with gr.Row():
+                    save_stuff_btn = gr.Button("Save roles (workspace)", elem_id="gen-stuff-save")
+                    reset_stuff_btn = gr.Button("Back to defaults", elem_id="gen-stuff-reset")
+                roles_note = gr.Markdown(elem_id="gen-roles-note")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="gen-run")
+                preview = gr.Button("Preview 4 × 4", elem_id="gen-preview")
                 cancel = gr.Button("Cancel", variant="stop", elem_id="gen-cancel")
         with gr.Column(scale=3, min_width=420):
             results = gr.Gallery(label="Results (image · label map); click one, then Keep selected", columns=1, height=620,
@@ -236,6 +304,9 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> GenerateContro
                 keep_one = gr.Button("Keep selected", elem_id="gen-keep")
                 keep_all = gr.Button("Keep all", elem_id="gen-keep-all")
             kept_note = gr.Markdown(elem_id="gen-kept-note")
+            preview_grid = gr.Image(label="Preview: 16 composites with the settings (image · label map)", type="numpy",
+                                    interactive=False, elem_id="gen-preview-grid", visible=True)  # fmt: skip
+            preview_note = gr.Markdown(elem_id="gen-preview-note")
 
     @shows_errors
     def on_backend(kind: str):
@@ -273,20 +344,48 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> GenerateContro
         value = sample_id if sample_id in choices else (choices[0] if choices else None)
         return gr.Dropdown(choices=choices, value=value), *on_sample(value)
 
+    def tab_request(names, lo, hi, bl, bs, dist, trunc, ovl, smin, smax, rot, seed_value, n, background, any_bg,
+                    mode, share_lo, share_hi, bgo, pos, ground, hz) -> CompositeRequest:  # fmt: skip
+        return _composite_request(ctx.dataset.classes, names, lo, hi, bl, bs, dist, trunc, ovl, smin, smax, rot,
+                                  seed_value, n, background, any_bg, size_mode=mode, min_share=float(share_lo) / 100,
+                                  max_share=max(float(share_lo), float(share_hi)) / 100, background_overlap=bgo,
+                                  position=pos, ground_plane=ground, horizon=hz)  # fmt: skip
+
     @shows_errors
     def on_run(sample_id, kind, model_id, seed_value, n, text, neg, st, gd, sc, w, h, b, sl, tl, of, names, lo, hi, bl,
-               bs, dist, trunc, ovl, smin, smax, rot, any_bg, request: gr.Request, progress=gr.Progress()):  # fmt: skip
+               bs, dist, trunc, ovl, smin, smax, rot, any_bg, mode, share_lo, share_hi, bgo, pos, ground, hz,
+               request: gr.Request, progress=gr.Progress()):  # fmt: skip
         session = getattr(request, "session_hash", None)
         report = lambda f, m="": progress(f, desc=m)  # noqa: E731
         if kind == "composite":
             # the chosen sample is the background
-            req = _composite_request(ctx.dataset.classes, names, lo, hi, bl, bs, dist, trunc, ovl, smin, smax, rot,
-                                     seed_value, n, sample_id, any_bg)  # fmt: skip
+            req = tab_request(names, lo, hi, bl, bs, dist, trunc, ovl, smin, smax, rot, seed_value, n, sample_id, any_bg,
+                              mode, share_lo, share_hi, bgo, pos, ground, hz)  # fmt: skip
             return controller.run_composite(session, req, report), None, ""
         if not sample_id:
             raise InvalidInput("pick a sample with a label map first")
         settings = _diffusion_settings(text, neg, st, gd, sc, w, h, seed_value, n, b, sl, tl, of)
         return controller.run_diffusion(session, sample_id, kind, model_id, settings, report), None, ""
+
+    @shows_errors
+    def on_preview(seed_value, names, lo, hi, bl, bs, dist, trunc, ovl, smin, smax, rot, any_bg, mode, share_lo, share_hi,
+                   bgo, pos, ground, hz, progress=gr.Progress()):  # fmt: skip
+        # backgrounds drawn from the whole pool, so the grid shows the settings on every kind of scene
+        req = tab_request(names, lo, hi, bl, bs, dist, trunc, ovl, smin, smax, rot, seed_value, 16, None, any_bg, mode,
+                          share_lo, share_hi, bgo, pos, ground, hz)  # fmt: skip
+        return controller.preview_grid(req, lambda f, m="": progress(f, desc=m))
+
+    @shows_errors
+    def on_save_roles(names):
+        return controller.save_roles(names)
+
+    @shows_errors
+    def on_reset_roles():
+        return controller.reset_roles()
+
+    @shows_errors
+    def on_roles_load():
+        return gr.Dropdown(choices=list(ctx.dataset.classes.names), value=controller.roles())
 
     def on_cancel(request: gr.Request):
         controller.cancel_token(getattr(request, "session_hash", None)).cancel()
@@ -309,14 +408,24 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> GenerateContro
 
     run_inputs = [sample, backend, model, seed, count, prompt, negative, steps, guidance, scale, width, height, batch,
                   slicing, tiling, offload, composite_classes, min_objects, max_objects, blending, blend_size, distractors,
-                  truncation, overlap, min_scale, max_scale, rotate, any_background]  # fmt: skip
+                  truncation, overlap, min_scale, max_scale, rotate, any_background, size_mode, min_share, max_share,
+                  bg_overlap, position, ground_plane, horizon]  # fmt: skip
+    preview_inputs = [seed, composite_classes, min_objects, max_objects, blending, blend_size, distractors, truncation,
+                      overlap, min_scale, max_scale, rotate, any_background, size_mode, min_share, max_share, bg_overlap,
+                      position, ground_plane, horizon]  # fmt: skip
     backend.change(on_backend, inputs=backend, outputs=[model, model_note])
     model.change(on_model, inputs=[backend, model], outputs=model_note)
     sample.change(on_sample, inputs=sample, outputs=[source_view, condition_view, prompt, source_note])
     demo.load(on_live, inputs=[any_background, sample], outputs=[sample, source_view, condition_view, prompt, source_note])
     run_event = run.click(on_run, inputs=run_inputs, outputs=[results, selected, kept_note], concurrency_id="gpu",
                           concurrency_limit=1)  # fmt: skip
-    cancel.click(on_cancel, outputs=kept_note, cancels=[run_event], queue=False)
+    preview_event = preview.click(on_preview, inputs=preview_inputs, outputs=[preview_grid, preview_note],
+                                  concurrency_id="gpu", concurrency_limit=1)  # fmt: skip
+    cancel.click(on_cancel, outputs=kept_note, cancels=[run_event, preview_event], queue=False)
+    save_stuff_btn.click(on_save_roles, inputs=stuff, outputs=roles_note)
+    reset_stuff_btn.click(on_reset_roles, outputs=[stuff, roles_note])
+    demo.load(on_roles_load, outputs=stuff)
+    live.change(on_roles_load, outputs=stuff, show_progress="hidden", api_visibility="private")
     results.select(on_select, outputs=selected)
     keep_one.click(on_keep, inputs=selected, outputs=kept_note)
     keep_all.click(on_keep_all, outputs=kept_note)

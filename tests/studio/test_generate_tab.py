@@ -73,3 +73,16 @@ def test_composite_and_keep_in_the_browser(samples_copy, tmp_path):
                                timeout=30_000)  # fmt: skip
     lines = (tmp_path / "ws" / "generated" / "manifest.jsonl").read_text().splitlines()
     assert len(lines) == 4 and all(json.loads(line)["background"] == "astronaut" for line in lines)
+
+
+def test_preview_grid_and_class_roles_saved_in_the_workspace(generate, samples_copy, tmp_path):
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in samples_copy.rglob("*"))
+    request = _composite_request(generate.classes, [], 1, 2, "gaussian", 3, 0, 0.3, 0.3, 0.5, 1.2, 15, 11, 4,
+                                 size_mode="data", background_overlap=0.3, position="data")  # fmt: skip
+    image, note = generate.preview_grid(request, lambda f, m="": None)
+    assert image.shape == (4 * 324 - 4, 4 * 324 - 4, 3) and "16 composites" in note
+    assert generate.roles() == ["background", "diningtable"]  # VOC defaults: table tops are stuff
+    assert generate.save_roles(["background"]).endswith("unchanged): background.")
+    assert generate.roles() == ["background"]
+    assert generate.reset_roles()[0] == ["background", "diningtable"]
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in samples_copy.rglob("*")) == before

@@ -16,7 +16,7 @@ import numpy as np
 
 from core.errors import InvalidInput
 from core.labels.overlay import Placement, Recombined, band_map, overlay, reconstruct
-from core.labels.regions import Region, class_components
+from core.labels.regions import FRAGMENT_SHARE, Region, class_components
 from core.progress import CancelToken, ProgressFn, track
 from core.store import DatasetStore, SkipReport
 from core.types import ClassSet
@@ -161,7 +161,8 @@ class RegionLibrary:
         if cls not in self._components:
             regions: list[Region] = []
             for sample_id, label_map, image in self.loadable(self.holders(cls)):
-                regions += class_components(label_map, cls, image=image, source_id=sample_id, min_area=self.min_area)
+                regions += class_components(label_map, cls, image=image, source_id=sample_id, min_area=self.min_area,
+                                            fragment_share=FRAGMENT_SHARE)  # fmt: skip
             self._components[cls] = regions
         if not self._components[cls]:
             raise InvalidInput(

@@ -10,6 +10,11 @@ import numpy as np
 from core.errors import InvalidInput
 from core.types import IGNORE_INDEX
 
+# A component smaller than this share of its class's largest component in the same map is a fragment (a piece
+# of one object cut off by an occluder or by the ignore band around it), not an object of its own: compositing
+# neither cuts it nor counts it when measuring object sizes (pasting a 100-pixel sliver of a person reads as noise).
+FRAGMENT_SHARE = 0.1
+
 
 @dataclass
 class Region:
@@ -63,6 +68,7 @@ def class_components(
     image: np.ndarray | None = None,
     source_id: str = "",
     min_area: int = 1,
+    fragment_share: float = 0.0,
 ) -> list[Region]:
     """The connected components (8-connectivity) of one class, largest first.
 
@@ -70,6 +76,8 @@ def class_components(
         label_map: ``H x W uint8``.
         image: ``H x W x 3 uint8`` paired image, cropped along with each component when given.
         min_area: components smaller than this many pixels are left out.
+        fragment_share: components smaller than this share of the class's largest component in the same map
+            are left out too (see :data:`FRAGMENT_SHARE`).
     """
     import cv2
 
@@ -78,9 +86,10 @@ def class_components(
         return []
     count, components, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     order = sorted(range(1, count), key=lambda c: -stats[c, cv2.CC_STAT_AREA])
+    largest = int(stats[order[0], cv2.CC_STAT_AREA]) if order else 0
     regions = []
     for rank, comp in enumerate(order):
-        if stats[comp, cv2.CC_STAT_AREA] < min_area:
+        if stats[comp, cv2.CC_STAT_AREA] < max(min_area, fragment_share * largest):
             continue
         x, y, w, h = (int(v) for v in stats[comp, :4])
         sub = components[y : y + h, x : x + w] == comp

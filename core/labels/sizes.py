@@ -19,18 +19,22 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.errors import InvalidInput, StudioError
+from core.labels.regions import FRAGMENT_SHARE
 from core.types import IGNORE_INDEX
 
 MIN_PER_CLASS = 5  # fewer objects than this: a class draws from every class's objects
 SHARE_JITTER = 0.1  # log-normal spread laid on a drawn area share (smooths a small dataset's few values)
 
 
-def measure_map(label_map: np.ndarray, min_area: int = 1, ignore_index: int = IGNORE_INDEX) -> list[list[float]]:
+def measure_map(label_map: np.ndarray, min_area: int = 1, ignore_index: int = IGNORE_INDEX,
+                fragment_share: float = FRAGMENT_SHARE) -> list[list[float]]:  # fmt: skip
     """The objects of one map as ``[class, area share, aspect, cx, cy]`` rows (class 0 and ignore left out).
 
     Args:
         label_map: ``H x W uint8`` class indices.
         min_area: smallest object kept, in pixels.
+        fragment_share: components under this share of their class's largest one in the map are fragments,
+            not objects (see :data:`core.labels.regions.FRAGMENT_SHARE`).
     """
     import cv2
 
@@ -44,8 +48,9 @@ def measure_map(label_map: np.ndarray, min_area: int = 1, ignore_index: int = IG
         if cls in (0, ignore_index) or counts[cls] < min_area:
             continue
         n, _, stats, _ = cv2.connectedComponentsWithStats((label_map == cls).view(np.uint8), connectivity=8)
+        floor = max(min_area, fragment_share * (stats[1:n, 4].max() if n > 1 else 0))
         for x, y, bw, bh, area in stats[1:n]:
-            if area >= min_area:
+            if area >= floor:
                 rows.append([int(cls), area / (h * w), bw / bh, (x + bw / 2) / w, (y + bh / 2) / h])
     return rows
 
@@ -138,7 +143,7 @@ def measure_store(store, min_area: int = 64, skipped=None) -> ObjectSizes:
     """
     from core.store import Problem
 
-    kind = f"objects@{int(min_area)}"
+    kind = f"objects@{int(min_area)}/{FRAGMENT_SHARE}"
     rows: list[list[float]] = []
     for sample_id in store.labelled_ids():
         key = f"{store.root}#{sample_id}"

@@ -390,7 +390,7 @@ def _terminal_progress():
 
 
 def _composite_samples(dataset, args: argparse.Namespace, skipped):
-    from core.generate.composite import CompositeParams, CompositeRequest, composite_sample
+    from core.generate.composite import CompositeParams, CompositeRequest, composite_or_skip
     from core.labels.overlay import Placement
     from core.labels.recombine import RegionLibrary
     from core.progress import track
@@ -409,7 +409,8 @@ def _composite_samples(dataset, args: argparse.Namespace, skipped):
                                paste_stuff=args.paste_stuff)  # fmt: skip
     library = RegionLibrary(dataset, request.min_area)
     library.skipped = skipped
-    return [composite_sample(library, request, i) for i in track(range(request.count), message="compositing")]
+    made = [composite_or_skip(library, request, i) for i in track(range(request.count), message="compositing")]
+    return [m for m in made if m is not None]
 
 
 def build_parser() -> argparse.ArgumentParser:

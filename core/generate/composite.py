@@ -21,11 +21,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from core.errors import InvalidInput, require_all
+from core.errors import InvalidInput, SampleProblem, require_all
 from core.labels.overlay import Placement, Recombined, WarpedRegion, sample_transform, warp_image, warp_region
 from core.labels.regions import Region
 
 BLENDINGS = ("none", "gaussian", "poisson", "box", "motion")
+BACKGROUND_TRIES = 4  # backgrounds drawn for one composite before it is given up (nothing fitted on any)
 
 
 @dataclass(frozen=True)
@@ -483,25 +484,24 @@ def composite_sample(library, request: CompositeRequest, index: int, seed_sequen
     seeds = list(seed_sequence) if seed_sequence is not None else [request.seed, index]
     rng = np.random.default_rng(seeds)
     pool = background_pool(library, request)
-    background_id, background, labels = _draw_background(library, pool, rng, request.background_pool != "all")
     sources = []
     if request.params.distractors:
         sources = [(i, image, lm) for i, lm, image in library.loadable(sorted(library.present)[:8])]
     sizes = library.sizes(exclude=stuff) if request.params.placement.uses_data else None
     if sizes is not None and not len(sizes):
         raise InvalidInput(f"{store.root} has no object of at least {library.min_area} px to measure sizes from")
-    known = None
-    if labels is not None and request.params.background_overlap < 1:
-        cache = library.cache
-        key = ("background objects", background_id, stuff)
-        if key not in cache:
-            if len(cache) >= 64:
-                cache.pop(next(iter(cache)))
-            cache[key] = background_objects(labels, set(stuff), request.params.background_overlap, classes.ignore_index)
-        known = cache[key]
-    result = composite(background, labels, [o for o in objects if o.source_id != background_id] or objects,
-                       request.params, rng, distractor_sources=sources, ignore_index=classes.ignore_index,
-                       sizes=sizes, stuff=stuff, known_objects=known)  # fmt: skip
+    for _ in range(BACKGROUND_TRIES):  # a background with no room for any object is drawn again
+        background_id, background, labels = _draw_background(library, pool, rng, request.background_pool != "all")
+        known = _known_objects(library, background_id, labels, stuff, request.params.background_overlap)
+        result = composite(background, labels, [o for o in objects if o.source_id != background_id] or objects,
+                           request.params, rng, distractor_sources=sources, ignore_index=classes.ignore_index,
+                           sizes=sizes, stuff=stuff, known_objects=known)  # fmt: skip
+        if any("skipped" not in step for step in result.steps):
+            break
+    else:
+        raise SampleProblem(f"composite {index}: no object fitted on {BACKGROUND_TRIES} backgrounds within the "
+                            "truncation and overlap limits (raise max_overlap / background_overlap, or narrow the "
+                            "area shares)")  # fmt: skip
     record = {"id": f"composite_{index:06d}", "mode": "composite", "seed": request.seed, "index": index,
               "seed_sequence": seeds, "stuff": [classes.names[c] for c in stuff],
               "background": background_id, "params": request.params.record(), "steps": result.steps,
@@ -510,6 +510,31 @@ def composite_sample(library, request: CompositeRequest, index: int, seed_sequen
     if sizes is not None:
         record["sizes"] = {"from": "dataset label maps", "objects": len(sizes), "min_area": library.min_area}
     return RecombinedSample(record["id"], result, record)
+
+
+def composite_or_skip(library, request: CompositeRequest, index: int):
+    """:func:`composite_sample`, or ``None`` when nothing fitted (reported in ``library.skipped``): one failed
+    composite never stops a batch."""
+    from core.store import Problem
+
+    try:
+        return composite_sample(library, request, index)
+    except SampleProblem as exc:
+        library.skipped.add(Problem("", str(exc), f"composite_{index:06d}"))
+        return None
+
+
+def _known_objects(library, background_id: str, labels, stuff: tuple[int, ...], background_overlap: float):
+    """The background's own objects (cached per background), or ``None`` when they need not be respected."""
+    if labels is None or background_overlap >= 1:
+        return None
+    cache = library.cache
+    key = ("background objects", background_id, stuff)
+    if key not in cache:
+        if len(cache) >= 64:
+            cache.pop(next(iter(cache)))
+        cache[key] = background_objects(labels, set(stuff), background_overlap, library.store.classes.ignore_index)
+    return cache[key]
 
 
 def _wanted_classes(library, request: CompositeRequest, stuff: tuple[int, ...]) -> list[int]:

@@ -11,7 +11,7 @@ import gradio as gr
 import numpy as np
 
 from core.errors import InvalidInput
-from core.generate.composite import BLENDINGS, CompositeParams, CompositeRequest, composite_sample
+from core.generate.composite import BLENDINGS, CompositeParams, CompositeRequest, composite_or_skip
 from core.generate.diffusion import DEFAULT_NEGATIVE, DiffusionSettings
 from core.generate.runner import condition_and_prompt, generate_sample
 from core.labels.overlay import POSITIONS, Placement
@@ -104,7 +104,12 @@ class GenerateController:
         for i in range(request.count):
             token.raise_if_cancelled("compositing")
             progress(i / request.count, f"composite {i + 1}/{request.count}")
-            results.append(composite_sample(self.library(), request, i))
+            made = composite_or_skip(self.library(), request, i)
+            if made is not None:
+                results.append(made)
+        if not results:
+            raise InvalidInput(f"none of the {request.count} composites fitted an object within the limits: "
+                               f"{self.library().skipped.summary()}")  # fmt: skip
         return self._remember(session, results)
 
     def preview_grid(self, request: CompositeRequest, progress) -> tuple[np.ndarray, str]:
@@ -118,11 +123,17 @@ class GenerateController:
         tiles, shares, skipped = [], [], 0
         for i in range(16):
             progress(i / 16, f"preview {i + 1}/16")
-            sample = composite_sample(self.library(), request, i)
+            sample = composite_or_skip(self.library(), request, i)
+            if sample is None:
+                skipped += 1
+                continue
             image, labels = sample.result.image, sample.result.label_map
             tiles.append(np.concatenate([image, colorize(labels, self.classes)], axis=1))
             shares += pasted_shares(sample)
             skipped += sum("skipped" in s and not s.get("distractor") for s in sample.record["steps"])
+        if not tiles:
+            raise InvalidInput("none of the 16 composites fitted an object within the limits; raise the overlap limits "
+                               "or narrow the area shares")  # fmt: skip
         median = f"{100 * float(np.median(shares)):.1f} %" if shares else "n/a"
         note = (f"16 composites (seed {request.seed}, each image beside its label map): {len(shares)} objects pasted, "
                 f"{skipped} skipped (no placement within the limits), median object area {median} of the image.")  # fmt: skip

@@ -50,6 +50,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.errors import SampleProblem  # noqa: E402
 from core.export.recipe import Recipe  # noqa: E402
 from core.export.runner import run_export  # noqa: E402
 from core.types import ClassSet  # noqa: E402
@@ -141,7 +142,10 @@ def _generate_worker(recipe_doc: dict, jobs: list[dict], dest: str, barrier, res
     start = time.perf_counter()
     for doc in jobs:
         job = Job(**{**doc, "seeds": tuple(doc["seeds"])})
-        made = make(job, context)
+        try:
+            made = make(job, context)
+        except SampleProblem:  # no room for any object: the export records it as failed too
+            continue
         _encode_write(Path(dest), job.output_id, made.image, made.label_map, palette)
     results.put(time.perf_counter() - start)
 

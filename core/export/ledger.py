@@ -50,7 +50,9 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
+        # NORMAL in WAL mode: a commit survives a killed process (what resume relies on); only a power cut may lose
+        # the last few rows, whose jobs are then made again with the same bytes.
+        self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
         columns = {row[1] for row in self.conn.execute("PRAGMA table_info(jobs)")}
         for column, kind in (("review", "TEXT"), ("score", "REAL"), ("coco", "TEXT")):  # ledgers of earlier versions

@@ -137,7 +137,8 @@ class GenerateController:
         median = f"{100 * float(np.median(shares)):.1f} %" if shares else "n/a"
         note = (f"16 composites (seed {request.seed}, each image beside its label map): {len(shares)} objects pasted, "
                 f"{skipped} skipped (no placement within the limits), median object area {median} of the image.")  # fmt: skip
-        return grid(tiles, columns=4, cell=320), note
+        aspect = float(np.median([t.shape[0] / t.shape[1] for t in tiles]))  # cells shaped like the tiles: no bands
+        return grid(tiles, columns=4, cell=(320, max(40, round(320 * aspect)))), note
 
     def roles(self) -> list[str]:
         """Names of the dataset's stuff classes (the workspace edits, else the class set's roles)."""

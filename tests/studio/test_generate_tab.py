@@ -80,7 +80,7 @@ def test_preview_grid_and_class_roles_saved_in_the_workspace(generate, samples_c
     request = _composite_request(generate.classes, [], 1, 2, "gaussian", 3, 0, 0.3, 0.3, 0.5, 1.2, 15, 11, 4,
                                  size_mode="data", background_overlap=0.3, position="data")  # fmt: skip
     image, note = generate.preview_grid(request, lambda f, m="": None)
-    assert image.shape == (4 * 324 - 4, 4 * 324 - 4, 3) and "16 composites" in note
+    assert image.shape[1] == 4 * 324 - 4 and image.shape[0] < 4 * 324 - 4 and "16 composites" in note  # wide cells
     assert generate.roles() == ["background", "diningtable"]  # VOC defaults: table tops are stuff
     assert generate.save_roles(["background"]).endswith("unchanged): background.")
     assert generate.roles() == ["background"]

@@ -61,13 +61,13 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InvalidInput
+from core.export.writers import class_instances, first_class
 from core.io.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from core.io.images import load_image, load_label_map
 from core.types import ClassSet
 
 FORMAT_DIRS = {"cityscapes": "cityscapes", "yolo-seg": "yolo", "mmseg": "mmseg", "hf": "hf"}
 HF_SCRATCH = ".hf-build"  # scratch folder of the hf writer inside OUT (removed when it is done)
-BACKGROUND_NAMES = ("background", "_background_", "__background__")
 CITYSCAPES_CITY = "segstudio"
 # Official Cityscapes label ids of the 19 train ids (cityscapesScripts, helpers/labels.py).
 CITYSCAPES_LABEL_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
@@ -220,28 +220,13 @@ def _ids_by_split(records: list[dict], splits: list[str]) -> dict[str, list[dict
 
 def yolo_class_ids(classes: ClassSet) -> dict[int, int]:
     """Class index -> YOLO class: background (a class 0 named ``background``) is no class, the rest are 0-based."""
-    first = 1 if classes.names[0].strip().lower() in BACKGROUND_NAMES else 0
+    first = first_class(classes)
     return {index: index - first for index in range(first, len(classes))}
 
 
 def yolo_names(classes: ClassSet) -> dict[int, str]:
     """YOLO class -> name, as ``data.yaml``'s ``names``."""
     return {yolo: classes.names[index] for index, yolo in yolo_class_ids(classes).items()}
-
-
-def class_instances(label_map: np.ndarray, class_ids: Iterable[int]) -> list[tuple[int, np.ndarray]]:
-    """``(class, H x W bool mask)`` per 8-connected component of each of ``class_ids`` present in ``label_map``
-    (``H x W uint8``), by class then by position (cv2's component order)."""
-    import cv2
-
-    wanted = set(class_ids)
-    out = []
-    for cls in (int(c) for c in np.flatnonzero(np.bincount(label_map.ravel(), minlength=256))):  # ascending
-        if cls not in wanted:
-            continue
-        count, components = cv2.connectedComponents((label_map == cls).astype(np.uint8), connectivity=8)
-        out += [(cls, components == n) for n in range(1, count)]
-    return out
 
 
 def _closest(a: np.ndarray, b: np.ndarray, chunk: int = 1 << 22) -> tuple[int, int]:

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -48,23 +49,31 @@ def file_facts(path: Path) -> dict:
     return {"sha1": hashlib.sha1(data).hexdigest(), "size": len(data)}
 
 
-def _classes_present(label_map: np.ndarray, ignore_index: int) -> list[int]:
-    """The values of ``label_map`` but 0 and ``ignore_index``, ascending (a histogram for ``uint8``: no sort)."""
+def _classes_present(label_map: np.ndarray, skipped: Iterable[int]) -> list[int]:
+    """The values of ``label_map`` but ``skipped``, ascending (a histogram for ``uint8``: no sort)."""
     values = np.flatnonzero(np.bincount(label_map.ravel())) if label_map.dtype == np.uint8 else np.unique(label_map)
-    return [int(c) for c in values if int(c) not in (0, ignore_index)]
+    skipped = set(skipped)
+    return [int(c) for c in values if int(c) not in skipped]
 
 
-def instances(label_map: np.ndarray, ignore_index: int = 255, *, fortran: bool = False) -> list[tuple[int, np.ndarray]]:
-    """``(class, H x W bool mask)`` per 8-connected component of every class but 0 and ``ignore_index``, by class
-    then by position; with ``fortran`` the masks are Fortran-ordered (what pycocotools encodes, without a copy)."""
+def class_instances(label_map: np.ndarray, class_ids: Iterable[int], *, fortran: bool = False) -> list[tuple[int, np.ndarray]]:
+    """``(class, H x W bool mask)`` per 8-connected component of each of ``class_ids`` present in ``label_map``
+    (``H x W uint8``), by class then by position (cv2's component order); with ``fortran`` the masks are
+    Fortran-ordered (what pycocotools encodes, without a copy)."""
     import cv2
 
+    wanted = set(class_ids)
     out = []
-    for cls in _classes_present(label_map, ignore_index):
+    for cls in (c for c in _classes_present(label_map, ()) if c in wanted):
         count, components = cv2.connectedComponents((label_map == cls).astype(np.uint8), connectivity=8)
         components = np.asfortranarray(components) if fortran else components
         out += [(cls, components == n) for n in range(1, count)]
     return out
+
+
+def instances(label_map: np.ndarray, ignore_index: int = 255, *, fortran: bool = False) -> list[tuple[int, np.ndarray]]:
+    """:func:`class_instances` of every class but 0 and ``ignore_index``."""
+    return class_instances(label_map, _classes_present(label_map, (0, ignore_index)), fortran=fortran)
 
 
 def instance_boxes(label_map: np.ndarray, ignore_index: int = 255) -> list[Box]:
@@ -72,7 +81,7 @@ def instance_boxes(label_map: np.ndarray, ignore_index: int = 255) -> list[Box]:
     import cv2
 
     boxes = []
-    for cls in _classes_present(label_map, ignore_index):
+    for cls in _classes_present(label_map, (0, ignore_index)):
         count, _, stats, _ = cv2.connectedComponentsWithStats((label_map == cls).astype(np.uint8), connectivity=8)
         for x, y, w, h in (stats[n, :4].tolist() for n in range(1, count)):
             boxes.append(Box(x, y, x + w, y + h, cls))
@@ -180,10 +189,11 @@ def write_splits(out: Path, records: list[dict], splits: list[str]) -> None:
         atomic_write_text(Path(out) / voc.IMAGESETS_DIR / "Segmentation" / f"{split}.txt", "".join(f"{i}\n" for i in ids))
 
 
+BACKGROUND_NAMES = ("background", "_background_", "__background__")
+
+
 def first_class(classes: ClassSet) -> int:
     """The first index that is a real class: 1 when class 0 is a background, else 0 (Cityscapes' road)."""
-    from core.export.formats import BACKGROUND_NAMES
-
     return 1 if classes.names[0].strip().lower() in BACKGROUND_NAMES else 0
 
 
@@ -195,25 +205,15 @@ def coco_entries(label_map: np.ndarray, classes: ClassSet) -> dict:
 
     height, width = label_map.shape
     ignore = mask_utils.encode(np.asfortranarray(label_map == classes.ignore_index))
-    shifted = label_map if first_class(classes) else _without_zero_skip(label_map, classes)
+    categories = [c for c in range(first_class(classes), len(classes)) if c != classes.ignore_index]
     annotations = []
-    for cls, mask in instances(shifted, classes.ignore_index, fortran=True):
-        cls = cls if first_class(classes) else cls - 1
+    for cls, mask in class_instances(label_map, categories, fortran=True):
         rle = mask_utils.encode(mask)
         x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
         annotations.append({"category_id": cls, "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
                             "area": float(mask_utils.area(rle)), "bbox": [x, y, w, h], "iscrowd": 0})  # fmt: skip
     return {"height": height, "width": width, "annotations": annotations,
             "ignore_rle": {"size": ignore["size"], "counts": ignore["counts"].decode("ascii")}}  # fmt: skip
-
-
-def _without_zero_skip(label_map: np.ndarray, classes: ClassSet) -> np.ndarray:
-    """``label_map + 1`` (ignore kept) so that :func:`instances`, which skips 0, keeps a real class 0."""
-    if len(classes) >= classes.ignore_index:
-        raise InvalidInput(f"class set {classes.name!r}: too many classes to export class 0 as a COCO category")
-    shifted = label_map.astype(np.uint8) + 1
-    shifted[label_map == classes.ignore_index] = classes.ignore_index
-    return shifted
 
 
 def write_coco(out: Path, records: list[dict], splits: list[str], classes: ClassSet,

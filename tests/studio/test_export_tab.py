@@ -227,6 +227,18 @@ def _review_recipe(samples, count: int) -> str:
     return _text(samples, generate=[{"backend": "composite", "count": count}], review=True)
 
 
+def _run_saved_review_recipe(page, url: str) -> None:
+    """Open the Export tab, load the saved recipe ``review`` and press Run."""
+    page.goto(url)
+    page.get_by_role("tab", name="Export").click()
+    page.locator("#export-saved input").click()
+    page.get_by_role("option", name="review").click()
+    page.locator("#export-load").click()
+    page.wait_for_function("document.querySelector('#export-out textarea, #export-out input').value"
+                           ".endsWith('exports/review')", timeout=30_000)  # fmt: skip
+    page.locator("#export-run").click()
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(
     not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (Debian package `chromium`; .ci/run installs it)"
@@ -240,14 +252,7 @@ def test_run_a_review_recipe_and_accept_with_the_a_key(samples_copy, tmp_path):
         running_studio("--data", str(samples_copy), "--workspace", str(tmp_path / "ws")) as url,
         chromium_page(1400, 1100) as page,
     ):
-        page.goto(url)
-        page.get_by_role("tab", name="Export").click()
-        page.locator("#export-saved input").click()
-        page.get_by_role("option", name="review").click()
-        page.locator("#export-load").click()
-        page.wait_for_function("document.querySelector('#export-out textarea, #export-out input').value"
-                               ".endsWith('exports/review')", timeout=30_000)  # fmt: skip
-        page.locator("#export-run").click()
+        _run_saved_review_recipe(page, url)
         count = page.locator("#export-queue-count")
         page.wait_for_function("document.querySelector('#export-queue-count').innerText.includes('3 waiting')",
                                timeout=60_000)  # fmt: skip
@@ -293,14 +298,7 @@ def take_screenshots() -> None:
         running_studio("--data", str(samples), "--workspace", str(base / "ws")) as url,
         chromium_page(1400, 1000) as page,
     ):
-        page.goto(url)
-        page.get_by_role("tab", name="Export").click()
-        page.locator("#export-saved input").click()
-        page.get_by_role("option", name="review").click()
-        page.locator("#export-load").click()
-        page.wait_for_function("document.querySelector('#export-out input, #export-out textarea').value"
-                               ".endsWith('exports/review')", timeout=30_000)  # fmt: skip
-        page.locator("#export-run").click()
+        _run_saved_review_recipe(page, url)
         page.wait_for_function("document.querySelector('#export-queue-count').innerText.includes('12 waiting')",
                                timeout=120_000)  # fmt: skip
         page.wait_for_timeout(1500)
@@ -316,13 +314,13 @@ def take_screenshots() -> None:
     shutil.rmtree(base, ignore_errors=True)
 
 
-if __name__ == "__main__":
-    take_screenshots()
-
-
 def test_the_tab_runs_on_ray_to_the_same_export_as_on_this_machine(export, samples_copy, tmp_path):
     text = _text(samples_copy)
     local = export.run(text, str(tmp_path / "local"))
     on_ray = export.run(text, str(tmp_path / "ray"), runner="ray", workers=2)
     assert local.summary.made == on_ray.summary.made == 7
     assert (tmp_path / "ray" / "manifest.jsonl").read_text() == (tmp_path / "local" / "manifest.jsonl").read_text()
+
+
+if __name__ == "__main__":
+    take_screenshots()

@@ -372,23 +372,6 @@ def _review(args: argparse.Namespace) -> int:
     return 0
 
 
-def _terminal_progress():
-    """A progress callback drawing one tqdm bar (rate and time left)."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=1000, unit="‰", leave=False, disable=not sys.stderr.isatty())
-
-    def report(fraction, message=""):
-        if fraction is not None:
-            bar.n = int(fraction * 1000)
-            bar.set_description(message[:40])
-            bar.refresh()
-            if fraction >= 1.0:
-                bar.close()
-
-    return report
-
-
 def _composite_samples(dataset, args: argparse.Namespace, skipped):
     from core.generate.composite import CompositeParams, CompositeRequest, composite_or_skip
     from core.labels.overlay import Placement

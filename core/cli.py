@@ -322,6 +322,8 @@ def _run_export(args: argparse.Namespace) -> int:
     print(summary.line())
     for output_id, error in summary.failures[:20]:
         print(f"  failed: {output_id}: {error}", file=sys.stderr)
+    for problem in summary.problems[:20]:
+        print(f"  skipped: {problem['path']}: {problem['reason']}", file=sys.stderr)
     return 0
 
 

@@ -55,13 +55,16 @@ class ExportSummary:
     total: int = 0
     rejected: int = 0
     waiting: int = 0
+    problems: list[dict] = field(default_factory=list)
 
     def line(self) -> str:
         failed = f", {len(self.failures)} failed" if self.failures else ""
+        bad = len({p.get("sample") or p["path"] for p in self.problems})
+        skipped = f"; {bad} dataset samples skipped (unreadable files)" if bad else ""
         rejected = f", {self.rejected} turned down by the quality gate" if self.rejected else ""
         waiting = f"; {self.waiting} wait for review" if self.waiting else ""
         return (f"{self.total} samples planned: {self.made} made now, {self.skipped} done before{failed}{rejected}"
-                f"{waiting}; output {self.out}")
+                f"{waiting}{skipped}; output {self.out}")
 
 
 def split_of(source: str, seed: int, shares: dict[str, float]) -> str:
@@ -224,6 +227,7 @@ def _run_locked(recipe: Recipe, out: Path, store: DatasetStore, jobs: list[Job],
                                                       len(all_jobs), len(all_jobs) - len(pending)):  # fmt: skip
                 _record_result(ledger, by_id[job_id], ok, result, files, recipe, summary)
         summary.failures = ledger.failures()
+        summary.problems = [p.to_json() for p in store.problems]  # samples the plan left out, with the reason
         summary.waiting = len(ledger.review_rows("pending"))
         progress(None, "writing splits and indexes")
         finish(out, ledger, recipe, store)
@@ -388,7 +392,8 @@ def finish(out: Path, ledger: Ledger, recipe: Recipe, store: DatasetStore) -> No
     counts = {split: sum(1 for r in records if r["split"] == split) for split in splits}
     summary = {"recipe": recipe.to_json(), "recipe_digest": recipe.digest(), "samples": len(records),
                "splits": counts, "formats": list(recipe.formats), "failures": [list(f) for f in ledger.failures()],
-               "review": ledger.review_counts(), "versions": _versions()}  # fmt: skip
+               "review": ledger.review_counts(), "dataset_problems": [p.to_json() for p in store.problems],
+               "versions": _versions()}  # fmt: skip
     atomic_write_text(out / "export.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 

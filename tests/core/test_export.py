@@ -201,3 +201,14 @@ def test_coco_keeps_a_real_class_zero_and_leaves_out_background():
     assert np.array_equal(rebuilt, label_map)
     voc = coco_entries(label_map, ClassSet.builtin("voc"))
     assert [a["category_id"] for a in voc["annotations"]] == [13]  # VOC's background is no category
+
+
+def test_an_unreadable_sample_is_left_out_and_reported(samples_copy, tmp_path):
+    (samples_copy / "JPEGImages" / "chelsea.jpg").write_bytes(b"not a jpeg")
+    done = subprocess.run([sys.executable, "-m", "core.cli", "export", str(samples_copy), "--out", str(tmp_path / "out")],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "2 samples planned" in done.stdout and "1 dataset samples skipped" in done.stdout
+    assert "chelsea.jpg" in done.stderr
+    export = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert {p["sample"] for p in export["dataset_problems"]} == {"chelsea"}

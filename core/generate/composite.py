@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -134,8 +134,8 @@ def _blend_into(image: np.ndarray, warped: WarpedRegion, mask: np.ndarray, param
             except cv2.error:
                 pass
         params = CompositeParams(placement=params.placement, blending="gaussian", blend_size=params.blend_size)
-    alpha = blend_alpha(mask, params, rng)[..., None]
-    window[:] = np.clip(np.rint(alpha * warped.image + (1.0 - alpha) * window), 0, 255).astype(np.uint8)
+    alpha = blend_alpha(mask, params, rng)
+    window[:] = cv2.blendLinear(np.ascontiguousarray(warped.image), np.ascontiguousarray(window), alpha, 1.0 - alpha)
     return params.blending
 
 
@@ -226,11 +226,19 @@ def _find_objects(labels: np.ndarray, stuff, ignore_index: int) -> BackgroundObj
 
 
 def _place(region: Region, labels: np.ndarray, taken: np.ndarray, params: CompositeParams, rng, pad: int,
-           sizes=None, background: BackgroundObjects | None = None):  # fmt: skip
+           sizes=None, background: BackgroundObjects | None = None, redraw_sizes: bool = False):  # fmt: skip
     """``(transform, warped region, pixels it may paint, background pixels it hides)`` within the truncation
-    and overlap limits (pasted objects and the background's own), or ``None``."""
+    and overlap limits (pasted objects and the background's own), or ``None``.
+
+    The size is drawn once and only the position is drawn again on each attempt (unless ``redraw_sizes``):
+    retrying sizes would favour the small ones that fit and pull pasted sizes away from the data's."""
+    size = None
     for _ in range(params.attempts):
         transform = sample_transform(region, labels.shape, params.placement, rng, sizes)
+        if size is None or redraw_sizes or params.placement.ground_plane:
+            size = (transform.scale, transform.stretch)
+        else:
+            transform = replace(transform, scale=size[0], stretch=size[1])
         warped = warp_region(region, transform, labels.shape, pad=pad, with_image=False)
         visible = int(warped.mask.sum())
         expected = region.area * transform.scale**2
@@ -271,6 +279,7 @@ def composite(
     sizes=None,
     stuff: Sequence[int] = (),
     known_objects: BackgroundObjects | None = None,
+    redraw_sizes: bool = False,
 ) -> Recombined:
     """One composite image and its label map.
 
@@ -287,6 +296,7 @@ def composite(
             protected by ``background_overlap``.
         known_objects: the background's objects found before (:func:`background_objects` of the same map and
             stuff classes), to save finding them again for every composite onto the same background.
+        redraw_sizes: draw a new size on every placement attempt (a last resort: it favours small sizes).
 
     Returns:
         the image, the label map (objects painted in pasting order: later ones occlude earlier ones) and one
@@ -324,7 +334,7 @@ def composite(
         steps.append(_distractor(image, label_map, objects, distractor_sources, params, rng, pad, sizes))
     for _ in range(int(rng.integers(params.objects[0], params.objects[1] + 1))):
         region = objects[int(rng.integers(len(objects)))]
-        placed = _place(region, label_map, taken, params, rng, pad, sizes, background)
+        placed = _place(region, label_map, taken, params, rng, pad, sizes, background, redraw_sizes)
         if placed is None:
             steps.append(
                 {"region": region.record(), "skipped": "no placement within the truncation and overlap limits"}
@@ -490,12 +500,13 @@ def composite_sample(library, request: CompositeRequest, index: int, seed_sequen
     sizes = library.sizes(exclude=stuff) if request.params.placement.uses_data else None
     if sizes is not None and not len(sizes):
         raise InvalidInput(f"{store.root} has no object of at least {library.min_area} px to measure sizes from")
-    for _ in range(BACKGROUND_TRIES):  # a background with no room for any object is drawn again
+    for attempt in range(BACKGROUND_TRIES):  # a background with no room for any object is drawn again
         background_id, background, labels = _draw_background(library, pool, rng, request.background_pool != "all")
         known = _known_objects(library, background_id, labels, stuff, request.params.background_overlap)
         result = composite(background, labels, [o for o in objects if o.source_id != background_id] or objects,
                            request.params, rng, distractor_sources=sources, ignore_index=classes.ignore_index,
-                           sizes=sizes, stuff=stuff, known_objects=known)  # fmt: skip
+                           sizes=sizes, stuff=stuff, known_objects=known,
+                           redraw_sizes=attempt >= BACKGROUND_TRIES // 2)  # fmt: skip
         if any("skipped" not in step for step in result.steps):
             break
     else:

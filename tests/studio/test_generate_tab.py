@@ -86,3 +86,36 @@ def test_preview_grid_and_class_roles_saved_in_the_workspace(generate, samples_c
     assert generate.roles() == ["background"]
     assert generate.reset_roles()[0] == ["background", "diningtable"]
     assert sorted((p.name, p.stat().st_mtime_ns) for p in samples_copy.rglob("*")) == before
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (Debian package `chromium`; .ci/run installs it)"
+)
+def test_preview_grid_and_roles_editor_in_the_browser(samples_copy, tmp_path):
+    from core.labels.roles import ROLES_FILE
+
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in samples_copy.rglob("*"))
+    with (
+        running_studio("--data", str(samples_copy), "--workspace", str(tmp_path / "ws")) as url,
+        chromium_page(1400, 1400) as page,
+    ):
+        page.goto(url)
+        page.get_by_role("tab", name="Generate").click()
+        page.locator("#gen-source img").first.wait_for(timeout=30_000)
+        page.locator("#gen-preview").click()
+        page.wait_for_function("(document.querySelector('#gen-preview-note') || {innerText: ''}).innerText"
+                               ".includes('16 composites')", timeout=90_000)  # fmt: skip
+        assert page.locator("#gen-preview-grid img").count() >= 1
+        page.get_by_text("Class roles (stuff is never cut out as an object)").click()
+        stuff = page.locator("#gen-stuff")
+        stuff.get_by_text("diningtable").wait_for(timeout=10_000)
+        stuff.locator("[aria-label='Remove diningtable'], .token-remove").last.click()  # the last tag: diningtable
+        page.locator("#gen-stuff-save").click()
+        page.wait_for_function("document.querySelector('#gen-roles-note').innerText.includes('saved in the workspace')",
+                               timeout=20_000)  # fmt: skip
+        assert "diningtable" not in page.locator("#gen-roles-note").inner_text()
+        page.screenshot(path=str(tmp_path / "preview.png"), full_page=True)
+    saved = list((tmp_path / "ws").rglob(ROLES_FILE))
+    assert len(saved) == 1 and "diningtable" not in saved[0].read_text()
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in samples_copy.rglob("*")) == before

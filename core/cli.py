@@ -194,19 +194,21 @@ def _parse_band(text: str) -> tuple[str, float]:
 
 def _run_recombine(args: argparse.Namespace) -> int:
     from core.labels.overlay import Placement
-    from core.labels.recombine import RecombineRequest, RegionLibrary, recombine_one, write_samples
+    from core.labels.recombine import RecombineRequest, RegionLibrary, recombine_or_skip, write_samples
     from core.progress import track
 
     dataset = open_store(args.dir)
     protected = tuple(dataset.classes.index_of(name) for name in args.protect)
     placement = Placement(mode=args.placement, max_translate=args.max_translate, scale=(args.min_scale, args.max_scale),
                           max_rotate=args.max_rotate, flip=not args.no_flip, protected=protected, layer=args.layer,
-                          ignore_border=args.ignore_border)  # fmt: skip
+                          ignore_border=args.ignore_border, **_plausible_placement(args))  # fmt: skip
     bands = tuple(_parse_band(b) for b in args.band) if args.band else None
     request = RecombineRequest(args.mode, tuple(args.class_names), args.count, args.seed, placement,
-                               tuple(args.target) if args.target else None, bands, args.min_area)  # fmt: skip
+                               tuple(args.target) if args.target else None, bands, args.min_area,
+                               background_overlap=args.background_overlap)  # fmt: skip
     library = RegionLibrary(dataset, request.min_area)
-    samples = [recombine_one(library, request, i) for i in track(range(request.count), message="recombining")]
+    made = [recombine_or_skip(library, request, i) for i in track(range(request.count), message="recombining")]
+    samples = [sample for sample in made if sample is not None]
     manifest = write_samples(args.out, dataset.classes, samples)
     print(f"wrote {len(samples)} samples to {args.out} (manifest {manifest})")
     _skipped_note(library.skipped)
@@ -374,6 +376,30 @@ def _review(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_plausible_arguments(parser: argparse.ArgumentParser, scope: str) -> None:
+    """The placement options shared by compositing and recombination (sizes, position, background objects)."""
+    parser.add_argument("--size", choices=["data", "relative"], default="data",
+                        help=f"{scope}object sizes drawn from the class's objects in the dataset (default), or the "
+                             "source size times a scale (relative)")  # fmt: skip
+    parser.add_argument("--min-area-share", type=float, default=0.0, help=f"{scope}smallest object, share of the image")
+    parser.add_argument("--max-area-share", type=float, default=1.0, help=f"{scope}largest object, share of the image")
+    parser.add_argument("--max-stretch", type=float, default=1.2,
+                        help=f"{scope}how far an object's aspect may move towards the drawn one (1 keeps it)")
+    parser.add_argument("--position", choices=["around", "uniform", "data"], default="around",
+                        help=f"{scope}near the source position (default), anywhere, or where the class occurs")
+    parser.add_argument("--ground-plane", action="store_true", help=f"{scope}lower objects larger, none above --horizon")
+    parser.add_argument("--horizon", type=float, default=0.4, help=f"{scope}horizon height, share from the top")
+    parser.add_argument("--background-overlap", type=float, default=0.3,
+                        help=f"{scope}largest share of a background object that pasted objects may hide")
+
+
+def _plausible_placement(args: argparse.Namespace) -> dict:
+    """Placement keyword arguments from :func:`_add_plausible_arguments`' options."""
+    return dict(size=args.size, min_area_share=args.min_area_share, max_area_share=args.max_area_share,
+                max_stretch=args.max_stretch if args.size == "data" else 1.0, position=args.position,
+                ground_plane=args.ground_plane, horizon=args.horizon)  # fmt: skip
+
+
 def _composite_samples(dataset, args: argparse.Namespace, skipped):
     from core.generate.composite import CompositeParams, CompositeRequest, composite_or_skip
     from core.labels.overlay import Placement
@@ -381,10 +407,7 @@ def _composite_samples(dataset, args: argparse.Namespace, skipped):
     from core.progress import track
 
     placement = Placement(mode="random", max_translate=args.max_translate, scale=(args.min_scale, args.max_scale),
-                          max_rotate=args.max_rotate, flip=not args.no_flip, size=args.size,
-                          min_area_share=args.min_area_share, max_area_share=args.max_area_share,
-                          max_stretch=args.max_stretch if args.size == "data" else 1.0, position=args.position,
-                          ground_plane=args.ground_plane, horizon=args.horizon)  # fmt: skip
+                          max_rotate=args.max_rotate, flip=not args.no_flip, **_plausible_placement(args))  # fmt: skip
     params = CompositeParams(placement, (args.min_objects, args.max_objects), args.max_truncation, args.max_overlap,
                              args.blending, args.blend_size, args.distractors,
                              background_overlap=args.background_overlap)  # fmt: skip
@@ -453,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--layer", choices=["top", "under"], default="top")
     rec.add_argument("--ignore-border", type=int, default=0, metavar="PX")
     rec.add_argument("--min-area", type=int, default=64, metavar="PX", help="smallest region used")
+    _add_plausible_arguments(rec, "random placement: ")
     rec.set_defaults(handler=_run_recombine)
 
     plan = sub.add_parser("plan", help="plan synthetic samples per class to balance the dataset")
@@ -520,19 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-rotate", type=float, default=15.0)
     gen.add_argument("--no-flip", action="store_true")
     gen.add_argument("--min-area", type=int, default=64)
-    gen.add_argument("--size", choices=["data", "relative"], default="data",
-                     help="composite: object sizes drawn from the class's objects in the dataset (default), or the "
-                          "source size times a scale (relative)")  # fmt: skip
-    gen.add_argument("--min-area-share", type=float, default=0.0, help="composite: smallest object, share of the image")
-    gen.add_argument("--max-area-share", type=float, default=1.0, help="composite: largest object, share of the image")
-    gen.add_argument("--max-stretch", type=float, default=1.2,
-                     help="composite: how far an object's aspect may move towards the drawn one (1 keeps it)")
-    gen.add_argument("--position", choices=["around", "uniform", "data"], default="around",
-                     help="composite: near the source position (default), anywhere, or where the class occurs")
-    gen.add_argument("--ground-plane", action="store_true", help="composite: lower objects larger, none above --horizon")
-    gen.add_argument("--horizon", type=float, default=0.4, help="composite: horizon height, share from the top")
-    gen.add_argument("--background-overlap", type=float, default=0.3,
-                     help="composite: largest share of a background object that pasted objects may hide")
+    _add_plausible_arguments(gen, "composite: ")
     gen.add_argument("--stuff", action="append", metavar="NAME",
                      help="composite: stuff classes (never cut out; default: the dataset's class roles)")
     gen.add_argument("--paste-stuff", action="store_true", help="composite: allow pasting classes marked stuff")

@@ -143,7 +143,8 @@ def _recombine(job: Job, step: Step, context: MakeContext) -> Made:
         raise InvalidInput(f"recipe: generate[{job.step - 1}].options.classes: name the classes to add")
     min_area = int(options.get("min_area", 64))
     request = RecombineRequest(options.get("mode", "overlay"), names, 1, context.recipe.seed,
-                               _placement(options, context.store.classes, {}), min_area=min_area)  # fmt: skip
+                               _placement(options, context.store.classes, {"size": "data"}), min_area=min_area,
+                               background_overlap=float(options.get("background_overlap", 0.3)))  # fmt: skip
     sample = recombine_one(context.library(min_area), request, job.index, list(job.seeds))
     if sample.result.image is None:
         raise InvalidInput("this recombination made a label map without an image (bands); give a base map instead")

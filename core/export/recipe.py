@@ -38,7 +38,7 @@ COMPOSITE_OPTIONS = ("classes", "blending", "blend_size", "objects", "max_trunca
                      "scale", "max_rotate", "max_translate", "backgrounds", "min_area", *PLAUSIBLE_OPTIONS,
                      "background_overlap", "stuff", "paste_stuff")  # fmt: skip
 RECOMBINE_OPTIONS = ("mode", "classes", "scale", "max_rotate", "max_translate", "placement", "protect", "layer",
-                     "ignore_border", "min_area", *PLAUSIBLE_OPTIONS)  # fmt: skip
+                     "ignore_border", "min_area", *PLAUSIBLE_OPTIONS, "background_overlap")  # fmt: skip
 DIFFUSION_OPTIONS = ("prompt", "negative_prompt", "steps", "guidance_scale", "conditioning_scale", "width", "height")
 
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from core.errors import InvalidInput, SampleProblem, require_all
-from core.labels.overlay import Placement, Recombined, WarpedRegion, sample_transform, warp_image, warp_region
+from core.labels.overlay import Placement, Recombined, WarpedRegion, warp_image
+from core.labels.placement import BackgroundObjects, Limits, background_objects, place_region
 from core.labels.regions import Region
 
 BLENDINGS = ("none", "gaussian", "poisson", "box", "motion")
@@ -75,6 +76,10 @@ class CompositeParams:
         ]  # fmt: skip
         require_all(checks, "compositing")
         object.__setattr__(self, "objects", tuple(int(v) for v in self.objects))
+
+    def limits(self) -> Limits:
+        """The placement limits of these settings."""
+        return Limits(self.attempts, self.max_truncation, self.max_overlap)
 
     def reach(self) -> int:
         """How far (px) blending can change pixels beyond a mask's border."""
@@ -137,134 +142,6 @@ def _blend_into(image: np.ndarray, warped: WarpedRegion, mask: np.ndarray, param
     alpha = blend_alpha(mask, params, rng)
     window[:] = cv2.blendLinear(np.ascontiguousarray(warped.image), np.ascontiguousarray(window), alpha, 1.0 - alpha)
     return params.blending
-
-
-@dataclass
-class BackgroundObjects:
-    """The background's own labelled objects and how much of each is hidden so far.
-
-    Attributes:
-        ids: ``h x w int32`` object number per pixel over ``box`` (0: not an object: background, stuff, ignore).
-        box: ``(x0, y0, x1, y1)`` of the map's part holding objects (half-open).
-        areas: ``K + 1 int64`` pixels per object (``areas[0]`` unused).
-        hidden: ``K + 1 int64`` pixels of each object covered by pasted objects so far.
-        limit: largest hidden share allowed per object.
-    """
-
-    ids: np.ndarray
-    box: tuple[int, int, int, int]
-    areas: np.ndarray
-    hidden: np.ndarray
-    limit: float
-
-    def fresh(self, limit: float) -> BackgroundObjects:
-        """The same objects with nothing hidden yet (for another composite onto the same background)."""
-        return BackgroundObjects(self.ids, self.box, self.areas, np.zeros_like(self.areas), float(limit))
-
-    def would_hide(self, window: tuple[int, int, int, int], pasted: np.ndarray) -> np.ndarray | None:
-        """Pixels per object newly hidden by ``pasted`` (``h x w bool`` in ``window``, pixels not yet covered),
-        or ``None`` when that would hide more than the limit of some object."""
-        x0, y0, x1, y1 = window
-        bx0, by0, bx1, by1 = self.box
-        ix0, iy0, ix1, iy1 = max(x0, bx0), max(y0, by0), min(x1, bx1), min(y1, by1)
-        if ix1 <= ix0 or iy1 <= iy0:
-            return np.zeros_like(self.areas)
-        ids = self.ids[iy0 - by0 : iy1 - by0, ix0 - bx0 : ix1 - bx0]
-        counts = np.bincount(ids[pasted[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]], minlength=len(self.areas))
-        counts[0] = 0
-        if np.any(self.hidden + counts > self.limit * self.areas):
-            return None
-        return counts
-
-
-def background_objects(labels: np.ndarray | None, stuff, limit: float, ignore_index: int = 255) -> BackgroundObjects | None:
-    """The connected components (8-connectivity) of every "thing" class of a background label map, or ``None``
-    when there is none (or no map, or the limit is 1: nothing to check).
-
-    Args:
-        labels: ``H x W uint8`` label map, or ``None``.
-        stuff: class indices that are regions, not objects (class 0 and the ignore index never are objects).
-    """
-
-    if labels is None or limit >= 1:
-        return None
-    key = (tuple(sorted(int(c) for c in stuff)), int(ignore_index))
-    last = _LAST_OBJECTS  # one entry: composites onto the same background (benchmarks, previews) find them once
-    if last is not None and last[1] == key and last[0].shape == labels.shape and np.array_equal(last[0], labels):
-        return last[2].fresh(limit) if last[2] is not None else None
-    found = _find_objects(labels, key[0], ignore_index)
-    globals()["_LAST_OBJECTS"] = (np.array(labels, copy=True), key, found)
-    return found.fresh(limit) if found is not None else None
-
-
-_LAST_OBJECTS = None
-
-
-def _find_objects(labels: np.ndarray, stuff, ignore_index: int) -> BackgroundObjects | None:
-    import cv2
-
-    lut = np.ones(256, np.uint8)
-    lut[[0, ignore_index, *stuff]] = 0
-    things = cv2.LUT(np.ascontiguousarray(labels, np.uint8), lut)
-    x, y, w, h = cv2.boundingRect(things)  # only the part of the map holding objects is labelled
-    if w == 0 or h == 0:
-        return None
-    crop, mask = labels[y : y + h, x : x + w], things[y : y + h, x : x + w]
-    present = np.flatnonzero(cv2.calcHist([np.ascontiguousarray(crop)], [0], mask, [256], [0, 256]).ravel())
-    ids, count = None, 1
-    for cls in present:
-        n, components = cv2.connectedComponents(mask if len(present) == 1 else (crop == cls).view(np.uint8),
-                                                 connectivity=8, ltype=cv2.CV_32S)  # fmt: skip
-        if ids is None:
-            ids = components
-        else:
-            np.copyto(ids, components + (count - 1), where=components > 0)
-        count += n - 1
-    areas_arr = np.bincount(ids.ravel(), minlength=count).astype(np.int64)
-    ids.setflags(write=False)
-    return BackgroundObjects(ids, (x, y, x + w, y + h), areas_arr, np.zeros_like(areas_arr), 1.0)
-
-
-def _place(region: Region, labels: np.ndarray, taken: np.ndarray, params: CompositeParams, rng, pad: int,
-           sizes=None, background: BackgroundObjects | None = None, redraw_sizes: bool = False):  # fmt: skip
-    """``(transform, warped region, pixels it may paint, background pixels it hides)`` within the truncation
-    and overlap limits (pasted objects and the background's own), or ``None``.
-
-    The size is drawn once and only the position is drawn again on each attempt (unless ``redraw_sizes``):
-    retrying sizes would favour the small ones that fit and pull pasted sizes away from the data's."""
-    size = None
-    for _ in range(params.attempts):
-        transform = sample_transform(region, labels.shape, params.placement, rng, sizes)
-        if size is None or redraw_sizes or params.placement.ground_plane:
-            size = (transform.scale, transform.stretch)
-        else:
-            transform = replace(transform, scale=size[0], stretch=size[1])
-        warped = warp_region(region, transform, labels.shape, pad=pad, with_image=False)
-        visible = int(warped.mask.sum())
-        expected = region.area * transform.scale**2
-        if visible == 0 or 1 - visible / expected > params.max_truncation:
-            continue
-        x0, y0, x1, y1 = warped.window
-        covered = taken[y0:y1, x0:x1]
-        if (warped.mask & covered).sum() / visible > params.max_overlap:
-            continue
-        allowed = _allowed(labels[y0:y1, x0:x1], warped.mask, params.placement)
-        hides = None
-        if background is not None:
-            hides = background.would_hide(warped.window, allowed & ~covered)
-            if hides is None:
-                continue
-        return transform, warp_image(region, transform, warped), allowed, hides
-    return None
-
-
-def _allowed(labels_window: np.ndarray, mask: np.ndarray, placement: Placement) -> np.ndarray:
-    allowed = mask.copy()
-    if placement.protected:
-        allowed &= ~np.isin(labels_window, placement.protected)
-    if placement.layer == "under":
-        allowed &= labels_window == 0
-    return allowed
 
 
 def composite(
@@ -334,13 +211,15 @@ def composite(
         steps.append(_distractor(image, label_map, objects, distractor_sources, params, rng, pad, sizes))
     for _ in range(int(rng.integers(params.objects[0], params.objects[1] + 1))):
         region = objects[int(rng.integers(len(objects)))]
-        placed = _place(region, label_map, taken, params, rng, pad, sizes, background, redraw_sizes)
+        placed = place_region(region, label_map, taken, params.placement, params.limits(), rng, pad=pad, sizes=sizes,
+                              background=background, redraw_sizes=redraw_sizes)  # fmt: skip
         if placed is None:
             steps.append(
                 {"region": region.record(), "skipped": "no placement within the truncation and overlap limits"}
             )
             continue
         transform, warped, allowed, hides = placed
+        warped = warp_image(region, transform, warped)
         x0, y0, x1, y1 = warped.window
         used = _blend_into(image, warped, allowed, params, rng)
         label_map[y0:y1, x0:x1][allowed] = region.class_index
@@ -371,10 +250,11 @@ def _distractor(image, label_map, objects, sources, params: CompositeParams, rng
         return {"distractor": True, "skipped": "no background area of that shape in the texture source"}
     texture = Region("distractor", 0, None, (x, y, x + w, y + h), shape.mask, src_image[y : y + h, x : x + w].copy(),
                      src_image.shape[:2])  # fmt: skip
-    placed = _place(texture, label_map, np.zeros(label_map.shape, bool), params, rng, pad, sizes)
+    placed = place_region(texture, label_map, np.zeros(label_map.shape, bool), params.placement, params.limits(), rng,
+                          pad=pad, sizes=sizes)  # fmt: skip
     if placed is None:
         return {"distractor": True, "skipped": "no placement"}
-    transform, warped, _, _ = placed
+    transform, warped = placed.transform, warp_image(texture, placed.transform, placed.warped)
     x0, y0, x1, y1 = warped.window
     allowed = warped.mask & (label_map[y0:y1, x0:x1] == 0)
     used = _blend_into(image, warped, allowed, params, rng)

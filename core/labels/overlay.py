@@ -339,8 +339,15 @@ def overlay(
     target_image: np.ndarray | None = None,
     ignore_index: int = IGNORE_INDEX,
     sizes=None,
+    background_overlap: float = 1.0,
+    stuff: Sequence[int] = (),
+    limits=None,
+    redraw_sizes: bool = False,
 ) -> Recombined:
     """Paste regions onto a target map in order (later regions on top).
+
+    Random placements go through the same routine as compositing (:func:`core.labels.placement.place_region`):
+    a region that finds no place within the limits is skipped and recorded as such.
 
     Args:
         target: ``H x W uint8`` label map.
@@ -348,7 +355,16 @@ def overlay(
         rng: the only source of randomness (transforms).
         target_image: ``H x W x 3 uint8`` paired image; when given, regions' images are pasted too.
         sizes: observed objects for ``size`` / ``position`` ``data`` placements (see :func:`sample_transform`).
+        background_overlap: largest share of each of the target's own objects (connected components of its
+            thing classes) that pasted regions may hide, all together; 1 turns the check off. Random
+            placements only: ``keep`` puts a region back where it was, whatever it covers.
+        stuff: class indices that are regions, not objects (not protected by ``background_overlap``).
+        limits: attempts, truncation and overlap limits (:class:`core.labels.placement.Limits`; default:
+            10 attempts, no truncation or overlap limit).
+        redraw_sizes: draw a new size on every placement attempt (a last resort: it favours small sizes).
     """
+    from core.labels.placement import Limits, background_objects, place_region
+
     target = np.asarray(target)
     if target.ndim != 2 or target.dtype != np.uint8:
         raise InvalidInput(f"target label map must be H x W uint8, got shape {target.shape} dtype {target.dtype}")
@@ -357,13 +373,29 @@ def overlay(
             f"target image is {target_image.shape[1]}x{target_image.shape[0]}, its map {target.shape[1]}x{target.shape[0]}"
         )
     labels, image = target.copy(), None if target_image is None else target_image.copy()
+    random = placement.mode == "random"
+    background = background_objects(target, set(stuff), background_overlap, ignore_index) if random else None
+    taken = np.zeros(target.shape, bool)
     steps = []
     for region in regions:
         if region.class_index == ignore_index:
             raise InvalidInput("the ignore index cannot be pasted as a region")
-        transform = sample_transform(region, target.shape, placement, rng, sizes)
-        warped = warp_region(region, transform, target.shape, pad=placement.ignore_border)
+        if not random:
+            transform = sample_transform(region, target.shape, placement, rng, sizes)
+            warped = warp_region(region, transform, target.shape, pad=placement.ignore_border)
+        else:
+            placed = place_region(region, labels, taken, placement, limits or Limits(), rng,
+                                  pad=placement.ignore_border, sizes=sizes, background=background,
+                                  redraw_sizes=redraw_sizes)  # fmt: skip
+            if placed is None:
+                steps.append({"region": region.record(), "skipped": "no placement within the limits"})
+                continue
+            transform, warped = placed.transform, warp_image(region, placed.transform, placed.warped)
+            if placed.hides is not None:
+                background.hidden += placed.hides
         pasted = paste(labels, image, warped, region.class_index, placement, ignore_index)
+        x0, y0, x1, y1 = warped.window
+        taken[y0:y1, x0:x1] |= warped.mask
         steps.append({"region": region.record(), "transform": transform.record(), "pixels": pasted})
     return Recombined(labels, image, steps)
 

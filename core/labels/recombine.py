@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, SampleProblem
 from core.labels.overlay import Placement, Recombined, band_map, overlay, reconstruct
 from core.labels.regions import FRAGMENT_SHARE, Region, class_components
 from core.progress import CancelToken, ProgressFn, track
@@ -42,6 +42,8 @@ class RecombineRequest:
         min_area: components smaller than this many pixels are not used as regions.
         layers: for ``reconstruct``: exact regions ``(sample id, class name, component)`` pasted in this
             order (first lowest), instead of one random region per class.
+        background_overlap: ``overlay`` / ``multi`` with a random placement: largest share of each of the
+            target's own objects that pasted regions may hide (1: no limit); as in compositing.
     """
 
     mode: str
@@ -53,8 +55,11 @@ class RecombineRequest:
     bands: tuple[tuple[str, float], ...] | None = None
     min_area: int = 64
     layers: tuple[tuple[str, str, int], ...] | None = None
+    background_overlap: float = 0.3
 
     def __post_init__(self) -> None:
+        if not 0 <= self.background_overlap <= 1:
+            raise InvalidInput(f"background_overlap must be 0..1 (a share of each object), got {self.background_overlap}")
         if self.mode not in MODES:
             raise InvalidInput(f"unknown recombination mode {self.mode!r}; accepted: {', '.join(MODES)}")
         if not self.classes and not self.layers:
@@ -205,6 +210,9 @@ def _targets(library: RegionLibrary, request: RecombineRequest, wanted: list[int
     return [s for s in labelled if not set(wanted) <= library.present[s]]
 
 
+TARGET_TRIES = 4  # target maps drawn for one overlay before it is given up (no room on any)
+
+
 def recombine_one(
     library: RegionLibrary, request: RecombineRequest, index: int, seed_sequence: list[int] | None = None
 ) -> RecombinedSample:
@@ -228,7 +236,7 @@ def recombine_one(
             ]
         else:
             regions = [_pick(rng, library.components(c), exclude=base_record.get("sample")) for c in wanted]
-        sizes = library.sizes(exclude=library.stuff()) if request.placement.uses_data else None
+        sizes = _sizes_for(library, regions, request.placement)
         result = reconstruct(
             base, regions, request.placement, rng, base_image=base_image, ignore_index=classes.ignore_index, sizes=sizes
         )
@@ -242,15 +250,22 @@ def recombine_one(
         if not pool:
             names = ", ".join(request.classes)
             raise InvalidInput(f"no labelled map lacks {names}: every map already holds it, nothing to overlay onto")
-        target_id, target, target_image = library.draw_readable(rng, pool)
-        if request.mode == "multi":
-            chosen_classes = [c for c in wanted if c not in library.present[target_id]] or wanted
-        regions = [_pick(rng, library.components(c), exclude=target_id) for c in chosen_classes]
-        sizes = library.sizes(exclude=library.stuff()) if request.placement.uses_data else None
-        result = overlay(
-            target, regions, request.placement, rng, target_image=target_image, ignore_index=classes.ignore_index,
-            sizes=sizes,
-        )
+        for attempt in range(TARGET_TRIES):  # a target with no room for the regions is drawn again
+            target_id, target, target_image = library.draw_readable(rng, pool)
+            if request.mode == "multi":
+                chosen_classes = [c for c in wanted if c not in library.present[target_id]] or wanted
+            regions = [_pick(rng, library.components(c), exclude=target_id) for c in chosen_classes]
+            result = overlay(
+                target, regions, request.placement, rng, target_image=target_image, ignore_index=classes.ignore_index,
+                sizes=_sizes_for(library, regions, request.placement), background_overlap=request.background_overlap,
+                stuff=library.stuff(), redraw_sizes=attempt >= TARGET_TRIES // 2,
+            )
+            if any("skipped" not in step for step in result.steps):
+                break
+        else:
+            raise SampleProblem(f"{record['id']}: no region fitted on {TARGET_TRIES} target maps without hiding more "
+                                f"than {request.background_overlap:.0%} of one of their objects (raise the hidden "
+                                "share, or use --size data)")  # fmt: skip
         record["target"] = target_id
     record["steps"] = result.steps
     record["classes"] = [
@@ -262,6 +277,15 @@ def recombine_one(
 def _pick(rng: np.random.Generator, regions: Sequence[Region], exclude: str | None) -> Region:
     pool = [r for r in regions if r.source_id != exclude] or list(regions)
     return pool[int(rng.integers(len(pool)))]
+
+
+def _sizes_for(library: RegionLibrary, regions, placement: Placement):
+    """Observed objects to draw sizes / positions from: every thing class, plus the classes being pasted
+    even when they are stuff (a region of sky pasted on purpose takes the size of the data's sky)."""
+    if not placement.uses_data:
+        return None
+    pasted = {r.class_index for r in regions}
+    return library.sizes(exclude=tuple(c for c in library.stuff() if c not in pasted))
 
 
 def _base(library: RegionLibrary, request: RecombineRequest, rng: np.random.Generator):
@@ -294,8 +318,21 @@ def recombine(
 ) -> list[RecombinedSample]:
     """All ``request.count`` results of a request."""
     library = RegionLibrary(dataset, request.min_area)
-    return [recombine_one(library, request, i) for i in track(range(request.count), progress=progress, cancel=cancel,
-                                                              message="recombining")]  # fmt: skip
+    made = [recombine_or_skip(library, request, i) for i in track(range(request.count), progress=progress,
+                                                                  cancel=cancel, message="recombining")]  # fmt: skip
+    return [sample for sample in made if sample is not None]
+
+
+def recombine_or_skip(library: RegionLibrary, request: RecombineRequest, index: int) -> RecombinedSample | None:
+    """:func:`recombine_one`, or ``None`` when no region fitted (reported in ``library.skipped``): one failed
+    result never stops a batch."""
+    from core.store import Problem
+
+    try:
+        return recombine_one(library, request, index)
+    except SampleProblem as exc:
+        library.skipped.add(Problem("", str(exc), f"{request.mode}_{index:06d}"))
+        return None
 
 
 # ---- writing ------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from core.labels.recombine import (
     keep_once,
     kept_count,
     read_manifest,
-    recombine_one,
+    recombine_or_skip,
 )
 from core.labels.stats import ClassStats, dataset_stats
 from core.store import DatasetStore, SkipReport
@@ -103,7 +103,13 @@ class LabelMapsController:
     def preview(self, session: str | None, request: RecombineRequest) -> list[tuple[np.ndarray, str]]:
         """Generate ``request.count`` results, remember them for keeping, return gallery items."""
         library = self.library(request.min_area)
-        samples = [recombine_one(library, request, i) for i in range(request.count)]
+        already = len(library.skipped)
+        samples = [s for s in (recombine_or_skip(library, request, i) for i in range(request.count)) if s is not None]
+        failed = SkipReport(library.skipped.skipped[already:])
+        if not samples:
+            raise InvalidInput(f"none of the {request.count} previews could be made: {failed.summary()}")
+        if len(failed):
+            gr.Warning(f"{len(failed)} of {request.count} previews left out: {failed.summary(1)}")
         self.previews.put(session, "last", samples)
         return [(self.render(s), self.caption(s)) for s in samples]
 
@@ -273,6 +279,11 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> LabelMapsContr
                     ["top", "under"], value="top", label="Layer: over objects, or under them (background only)"
                 )
                 ignore_border = gr.Slider(0, 10, value=0, step=1, label="Ignore (255) border around pasted regions, px")
+                size_mode = gr.Radio([("from the data", "data"), ("relative scale", "relative")], value="data",
+                                     label="Region sizes (random position)", elem_id="labels-size-mode",
+                                     info="from the data: the sizes of the class's objects in this dataset's maps")  # fmt: skip
+                bg_overlap = gr.Slider(0, 1, value=0.3, step=0.05, elem_id="labels-bg-overlap",
+                                       label="Max hidden share of a target map's object (overlay, multi)")  # fmt: skip
                 min_area = gr.Slider(1, 5000, value=64, step=1, label="Smallest region used, px")
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, label="Seed", elem_id="labels-seed")
@@ -345,11 +356,14 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> LabelMapsContr
         protected,
         layer,
         ignore_border,
+        size_mode,
+        bg_overlap,
     ]
 
-    def _placement(p_mode, translate, lo, hi, rotate, flip_ok, protect, layer_rule, border) -> Placement:
+    def _placement(p_mode, translate, lo, hi, rotate, flip_ok, protect, layer_rule, border, size) -> Placement:
         return Placement(p_mode, float(translate), (float(lo), float(hi)), float(rotate), bool(flip_ok),
-                         tuple(ctx.dataset.classes.index_of(n) for n in protect or []), layer_rule, int(border))  # fmt: skip
+                         tuple(ctx.dataset.classes.index_of(n) for n in protect or []), layer_rule, int(border),
+                         size=size or "relative", max_stretch=1.2 if size == "data" else 1.0)  # fmt: skip
 
     @shows_errors
     def on_class(name: str | None, area: float):
@@ -362,8 +376,8 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> LabelMapsContr
     def on_preview(name: str | None, rec_mode: str, more: list[str], target_ids: list[str], base_choice: str,
                    band_text: str, seed_value: float, n: float, area: float, p_mode: str, translate: float, lo: float,
                    hi: float, rotate: float, flip_ok: bool, protect: list[str], layer_rule: str, border: float,
-                   request: gr.Request):  # fmt: skip
-        placement_values = (p_mode, translate, lo, hi, rotate, flip_ok, protect, layer_rule, border)
+                   size: str, hidden: float, request: gr.Request):  # fmt: skip
+        placement_values = (p_mode, translate, lo, hi, rotate, flip_ok, protect, layer_rule, border, size)
         names = [n_ for n_ in [name, *(more or [])] if n_]
         if not names:
             raise InvalidInput("choose a class to paste first")
@@ -374,6 +388,7 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> LabelMapsContr
         request_obj = RecombineRequest(
             rec_mode, tuple(dict.fromkeys(names)), int(n), int(seed_value or 0), _placement(*placement_values),
             chosen_targets, parse_bands(band_text, ctx.dataset.classes) if use_bands else None, int(area),
+            background_overlap=float(hidden),
         )  # fmt: skip
         if rec_mode == "reconstruct" and base_choice not in ("(random map)", "(bands)"):
             request_obj = _fixed_base(request_obj, base_choice)
@@ -383,14 +398,15 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> LabelMapsContr
     @shows_errors
     def on_preview_layers(layer_list: list, base_choice: str, band_text: str, seed_value: float, n: float, area: float,
                           p_mode: str, translate: float, lo: float, hi: float, rotate: float, flip_ok: bool,
-                          protect: list[str], layer_rule: str, border: float, request: gr.Request):  # fmt: skip
+                          protect: list[str], layer_rule: str, border: float, size: str, hidden: float,
+                          request: gr.Request):  # fmt: skip
         if not layer_list:
             raise InvalidInput("add at least one region as a layer first")
         use_bands = base_choice == "(bands)"
         fixed = base_choice not in ("(random map)", "(bands)")
         request_obj = RecombineRequest(
             "reconstruct", tuple(dict.fromkeys(layer[1] for layer in layer_list)), int(n), int(seed_value or 0),
-            _placement(p_mode, translate, lo, hi, rotate, flip_ok, protect, layer_rule, border),
+            _placement(p_mode, translate, lo, hi, rotate, flip_ok, protect, layer_rule, border, size),
             (base_choice,) if fixed else None, parse_bands(band_text, ctx.dataset.classes) if use_bands else None,
             int(area), tuple(tuple(layer) for layer in layer_list),
         )  # fmt: skip

@@ -114,16 +114,25 @@ def _skipped_note(skipped) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    store = open_store(args.dir)
+    from core.store import STATUS_LABELS
+    from core.workspace import dataset_cache_dir
+
+    if getattr(args, "workspace", None):  # the studio's --workspace: its statuses and drafts are there
+        from core.store import DatasetStore
+
+        store = DatasetStore(args.dir, cache_dir=dataset_cache_dir(args.dir, args.workspace))
+    else:
+        store = open_store(args.dir)
     problems = store.check(decode_images=True)
     labelled = len(store.labelled_ids())
     with_file = sum(1 for s in store.samples if s.has_label_map)
     boxes = sum(len(s.boxes) for s in store.samples)
+    status = store.status_counts()  # after the check: a label map found unusable does not count as done
     summary = {
         "root": str(store.root), "layout": store.layout, "classes": store.classes.name,
         "n_classes": len(store.classes), "samples": len(store), "with_label_map": labelled,
         "unusable_label_maps": with_file - labelled, "unlabelled": len(store) - with_file, "boxes": boxes,
-        "problems": [p.to_json() for p in problems],
+        "status": status, "problems": [p.to_json() for p in problems],
     }  # fmt: skip
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -131,6 +140,8 @@ def _run_info(args: argparse.Namespace) -> int:
     print(f"{store.root}: {store.layout} layout, {len(store)} samples, {labelled} with usable label maps "
           f"({len(store) - with_file} unlabelled), {boxes} boxes, class set {store.classes.name!r} "
           f"({len(store.classes)} classes), {len(problems)} problems")  # fmt: skip
+    print(f"status: {status['done']} / {len(store)} done; "
+          + ", ".join(f"{count} {STATUS_LABELS[name]}" for name, count in status.items() if name != "done"))  # fmt: skip
     for problem in problems:
         print(f"  problem: {problem}")
     return 0
@@ -575,9 +586,12 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--max-score", type=float, default=None, help="only samples scoring at most this")
     review.set_defaults(handler=_review)
 
-    info = sub.add_parser("info", help="summarise a dataset folder")
+    info = sub.add_parser("info", help="summarise a dataset folder, with its samples counted by status")
     info.add_argument("dir", metavar="DIR")
     info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument("--workspace", default=None, metavar="DIR",
+                      help="the workspace the studio was started with (where statuses and drafts live; default "
+                           "$SEGSTUDIO_WORKSPACE or ~/.cache/segstudio/workspace)")  # fmt: skip
     info.set_defaults(handler=_run_info)
     return parser
 

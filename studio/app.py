@@ -39,11 +39,15 @@ CSS = """
 .notice-info { background: #e0f2fe55; }
 .notice-warning { background: #fef3c7aa; }
 .notice-error { background: #fee2e2; color: #991b1b; font-weight: 600; }
+.shortcuts { font-size: 0.85em; opacity: 0.85; }
+.shortcuts kbd { border: 1px solid #8886; border-radius: 3px; padding: 0 4px; font-size: 0.95em; }
 """
 
 
-# Warn before leaving a page whose Annotate tab holds unsaved changes (they are kept as a draft anyway).
-PAGE_JS = """
+# Warn before leaving a page whose Annotate tab holds unsaved changes (they are kept as a draft anyway), and
+# install the Annotate tab's keyboard shortcuts.
+PAGE_JS = (
+    """
 () => {
   window.addEventListener('beforeunload', (event) => {
     const status = document.querySelector('#annotate-status');
@@ -52,8 +56,10 @@ PAGE_JS = """
       event.returnValue = '';
     }
   });
-}
 """
+    + annotate_tab.SHORTCUTS_JS
+    + "}\n"
+)
 
 LIVE_CHECK_S = 3.0  # how often an open page asks whether the dataset changed
 CACHE_SWEEP = (120, 900)  # Gradio cache: every 2 min, delete served files older than 15 min
@@ -85,8 +91,8 @@ def build_app(config: StudioConfig) -> gr.Blocks:
         editor_id = gr.BrowserState(None, storage_key="segstudio-editor", secret=secret)
         last_sample = gr.BrowserState(None, storage_key="segstudio-annotate-sample", secret=secret)
         with gr.Tabs():
-            with gr.Tab("Dataset", id="dataset"):
-                dataset_tab.build(ctx, demo, live)
+            with gr.Tab("Dataset", id="dataset") as dataset_page:
+                dataset_tab.build(ctx, demo, live, dataset_page)
             with gr.Tab("Annotate", id="annotate"):
                 demo.annotate = annotate_tab.build(ctx, demo, live, editor_id, last_sample)  # type: ignore[attr-defined]
             with gr.Tab("Label maps", id="labels"):

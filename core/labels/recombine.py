@@ -265,7 +265,7 @@ def recombine_one(
         else:
             raise SampleProblem(f"{record['id']}: no region fitted on {TARGET_TRIES} target maps without hiding more "
                                 f"than {request.background_overlap:.0%} of one of their objects (raise the hidden "
-                                "share, or use --size data)")  # fmt: skip
+                                "share, or narrow the region sizes)")  # fmt: skip
         record["target"] = target_id
     record["steps"] = result.steps
     record["classes"] = [

@@ -39,9 +39,28 @@ class DraftStore:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
 
+    @staticmethod
+    def digest(sample_id: str) -> str:
+        """The draft file's name (without ``.json``) for a sample id."""
+        return hashlib.sha1(sample_id.encode("utf-8")).hexdigest()[:20]
+
     def path(self, owner: str, sample_id: str) -> Path:
-        digest = hashlib.sha1(sample_id.encode("utf-8")).hexdigest()[:20]
-        return self.folder / _safe(owner) / f"{digest}.json"
+        return self.folder / _safe(owner) / f"{self.digest(sample_id)}.json"
+
+    def has_any(self, sample_id: str) -> bool:
+        """Whether any editor has a draft of the sample (the drafts are not read)."""
+        try:
+            return any(self.folder.glob(f"*/{self.digest(sample_id)}.json"))
+        except OSError:
+            return False
+
+    def drafted(self) -> set[str]:
+        """The :meth:`digest` of every sample that has a draft by any editor (one listing of the folder; the
+        drafts are not read)."""
+        try:
+            return {path.stem for path in self.folder.glob("*/*.json")}
+        except OSError:
+            return set()
 
     def save(self, owner: str, sample_id: str, payload: dict) -> Path:
         """Write (replace) the draft of ``sample_id`` by ``owner``."""

@@ -16,6 +16,9 @@ Guarantees:
   batch operations; one whose label map is bad (unreadable, wrong size, unknown values) opens with its
   image and a note, and counts as unlabelled.
 - **Unlabelled is not background.** Only samples with a usable label map are ``labelled``.
+- **Status.** Each sample is ``unlabelled``, ``draft``, ``done`` or ``needs_review`` (:meth:`DatasetStore.status`,
+  :meth:`~DatasetStore.statuses`, :meth:`~DatasetStore.set_status`; see :mod:`core.store.status`): derived from
+  the files and drafts, with explicit marks kept in the workspace.
 """
 
 from __future__ import annotations
@@ -39,6 +42,17 @@ from core.store import layouts
 from core.store.drafts import DraftStore
 from core.store.index import FactIndex, file_stamp
 from core.store.records import Dataset, Sample
+from core.store.status import (
+    DONE,
+    DRAFT,
+    EXPLICIT,
+    LABELS,
+    STATUSES,
+    UNLABELLED,
+    StatusBook,
+    StatusMark,
+    normalise_status,
+)
 from core.types import Box, ClassSet
 from core.workspace import dataset_cache_dir
 
@@ -194,6 +208,8 @@ class DatasetStore:
         self._shas: dict[str, tuple[str, str]] = {}
         self.index = FactIndex(self.cache_dir / "index.sqlite")
         self.drafts = DraftStore(self.cache_dir / "drafts")
+        self.status_book = StatusBook(self.cache_dir / "status.sqlite")
+        self._status_seen = self.status_book.data_version()
         self.version = 0
 
     # ---- the Dataset read interface, always current -----------------------------------------
@@ -283,17 +299,22 @@ class DatasetStore:
             return True
         return layouts.annotation_stamp(self._dataset, sample) != self._boxes_stamps.get(sample.id)
 
-    def refresh(self, force: bool = False) -> bool:
-        """Re-read the listing if the folder changed (checked at most once a second unless ``force``).
+    def refresh(self, force: bool = False, max_age: float = RESCAN_INTERVAL_S) -> bool:
+        """Re-read the listing if the folder changed (checked at most every ``max_age`` seconds unless
+        ``force``). Statuses marked by another process also count as a change of ``version``.
 
         Returns:
             whether the listing changed.
         """
         now = time.monotonic()
         with self._lock:
-            if not force and now - self._checked_at < RESCAN_INTERVAL_S:
+            if not force and now - self._checked_at < max_age:
                 return False
             self._checked_at = now
+            seen = self.status_book.data_version()
+            if seen != self._status_seen:  # another process marked a sample
+                self._status_seen = seen
+                self.version += 1
             signature = self._folder_signature()
             if not force and signature == self._signature:
                 return False
@@ -543,6 +564,120 @@ class DatasetStore:
             self.index.put(sample.image_path, "decode", stamp, fact)
         if "error" in fact:
             self._report_error(ImageLoadError(fact["error"]), sample.image_path, sample.id)
+
+    # ---- status: the annotator's work queue -----------------------------------------------------
+
+    def status_key(self, sample_id: str) -> str:
+        """The saved version of a sample that an explicit status belongs to: its label map's file stamp and
+        its boxes (a save that changes either changes the key; no file is read)."""
+        return self._status_key(self.get(sample_id))
+
+    def _status_key(self, sample: Sample) -> str:
+        version = layouts.label_version(self._dataset, sample)
+        boxes = repr([(b.x0, b.y0, b.x1, b.y1, b.label) for b in sample.boxes]).encode()
+        return f"{version[1] if version else '-'}|{_sha(boxes)[:12]}"
+
+    def _label_known_bad(self, sample: Sample) -> bool:
+        """Whether the index already knows this version of the label map to be unusable (never decodes)."""
+        version = layouts.label_version(self._dataset, sample)
+        if version is None:
+            return False
+        fact = self.index.get(version[0], "label", f"{version[1]}|{file_stamp(sample.image_path)}")
+        return fact is not None and "error" in fact
+
+    def _derive_status(self, sample: Sample, mark: StatusMark | None, drafted: bool) -> str:
+        if mark is not None and mark.key == self._status_key(sample):
+            return mark.status
+        if sample.has_label_map and not self._label_known_bad(sample):
+            return DONE
+        return DRAFT if drafted else UNLABELLED
+
+    def status(self, sample_id: str) -> str:
+        """The sample's status now: ``unlabelled``, ``draft``, ``done`` or ``needs_review`` (see
+        :mod:`core.store.status` for the rules). Follows saves made anywhere at once.
+
+        Raises:
+            InvalidInput: naming the unknown id.
+        """
+        sample = self.get(sample_id)
+        return self._derive_status(sample, self.status_book.get(sample_id), self.drafts.has_any(sample_id))
+
+    def status_mark(self, sample_id: str) -> StatusMark | None:
+        """The explicit mark that decides the sample's status now (with its note), or ``None``."""
+        sample = self.get(sample_id)
+        mark = self.status_book.get(sample_id)
+        return mark if mark is not None and mark.key == self._status_key(sample) else None
+
+    def statuses(self, ids: Iterable[str] | None = None) -> dict[str, str]:
+        """Sample id -> status for every sample (or ``ids``), in listing order: one query for the marks,
+        one listing of the drafts folder, a few ``stat`` calls per sample; no image or map is decoded."""
+        self.refresh(max_age=0)
+        marks = self.status_book.all()
+        drafted = self.drafts.drafted()
+        digest = self.drafts.digest
+        samples = self._dataset.samples if ids is None else [self.get(i) for i in ids]
+        return {s.id: self._derive_status(s, marks.get(s.id), digest(s.id) in drafted) for s in samples}
+
+    def status_counts(self, ids: Iterable[str] | None = None) -> dict[str, int]:
+        """How many samples have each status (every status present, in :data:`STATUSES` order)."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for value in self.statuses(ids).values():
+            counts[value] += 1
+        return counts
+
+    def set_status(self, sample_id: str, status: str | None, note: str = "") -> str:
+        """Mark a sample ``done`` or ``needs_review`` (``"needs review"`` is accepted too), or clear its mark
+        with ``None``. The mark is kept in the workspace and belongs to the sample as saved now: a later save
+        that changes the sample replaces it. Nothing is written in the dataset folder.
+
+        Returns:
+            the sample's status afterwards.
+
+        Raises:
+            InvalidInput: an unknown sample, or a status that cannot be set (``unlabelled`` and ``draft``
+                follow from the files and drafts).
+        """
+        self.get(sample_id)
+        with self._write_lock():
+            if status is None or status == "":
+                self.status_book.clear(sample_id)
+            else:
+                name = normalise_status(status)
+                if name not in EXPLICIT:
+                    raise InvalidInput(
+                        f"{LABELS[name]!r} follows from the files and drafts and cannot be set; set "
+                        f"{' or '.join(repr(LABELS[s]) for s in EXPLICIT)}, or None to clear a mark"
+                    )
+                self.status_book.put(sample_id, name, self.status_key(sample_id), note)
+            self.version += 1
+        return self.status(sample_id)
+
+    def next_with_status(
+        self, after: str | None, statuses: Iterable[str] = (UNLABELLED,), step: int = 1
+    ) -> str | None:
+        """The next sample (``step=-1``: the previous) in listing order after ``after`` whose status is one of
+        ``statuses``, wrapping round; never ``after`` itself. ``None`` when there is none."""
+        wanted = {normalise_status(s) for s in statuses}
+        current = self.statuses()
+        ids = list(current)
+        if not ids:
+            return None
+        start = ids.index(after) if after in current else (-1 if step > 0 else 0)
+        for offset in range(1, len(ids) + 1):
+            candidate = ids[(start + offset * (1 if step > 0 else -1)) % len(ids)]
+            if candidate != after and current[candidate] in wanted:
+                return candidate
+        return None
+
+    def neighbour(self, sample_id: str | None, step: int = 1) -> str | None:
+        """The sample ``step`` places after (``-1``: before) ``sample_id`` in listing order, wrapping round;
+        the first (or last) one when ``sample_id`` is ``None`` or unknown; ``None`` for an empty dataset."""
+        ids = self.ids
+        if not ids:
+            return None
+        if sample_id not in ids:
+            return ids[0] if step > 0 else ids[-1]
+        return ids[(ids.index(sample_id) + step) % len(ids)]
 
     # ---- thumbnails ---------------------------------------------------------------------------
 

@@ -5,6 +5,10 @@ Each browser is an *editor* (an id kept in its local storage). Its editing sessi
 while in use and as drafts in the workspace after every change, so a refresh, a closed tab or a restarted
 server gives the same unsaved state back. Saves name the revision they started from; a sample saved
 elsewhere in the meantime gets the choice to reload theirs, overwrite (theirs kept in history) or save a copy.
+
+The tab is also a work queue: each sample's status (unlabelled, draft, done, needs review; see
+:mod:`core.store.status`) and the progress are shown, *Save and next* opens the next unlabelled sample, and
+keyboard shortcuts (:data:`SHORTCUTS`, wired in the page by :data:`SHORTCUTS_JS`) save and move on.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import ctypes
 import functools
 import gc
 import html
+import json
 import threading
 import time
 import uuid
@@ -29,7 +34,8 @@ from core.refine.methods import METHODS
 from core.refine.pool import PooledRefiner
 from core.refine.refiner import RefineSettings
 from core.refine.session import REST_CHOICES, AnnotationSession
-from core.store import SaveConflict
+from core.store import STATUS_LABELS, SaveConflict
+from core.store.status import DONE, NEEDS_REVIEW, UNLABELLED
 from core.types import Box, ClassSet
 from core.viz import overlay
 from studio.components import BoxAnnotator, forget_previews
@@ -48,6 +54,63 @@ DISPLAY_MAX_SIDE = 1280  # the annotator shows larger images downscaled (boxes a
 IDLE_S = 40.0  # editing sessions unused this long leave memory (their drafts stay in the workspace)
 SWEEP_S = 10.0  # how often idle sessions are looked for
 REST_LABELS = {"unknown": "unknown (255, ignored in training)", "background": "background (0)"}
+
+# ---- keyboard shortcuts -----------------------------------------------------------------------
+# key -> the element id a press clicks. Ctrl (or Cmd) shortcuts work everywhere in the tab; single keys are off
+# while typing in a text field or a dropdown. C, D, E, Space and Delete belong to the box annotator itself.
+CORRECTION_TOGGLE_ID = "annotate-correction-mode"  # the correction-strokes control, when the tab has one
+SHORTCUTS = {
+    "ctrl+s": "save",
+    "ctrl+enter": "save-next",
+    "n": "annotate-next-sample",
+    "p": "annotate-prev-sample",
+    "b": "annotate-next-box",
+    "m": "annotate-cycle-method",
+    "x": CORRECTION_TOGGLE_ID,  # does nothing until an element with this id exists (a checkbox or a button)
+}
+SHORTCUT_HELP = {
+    "ctrl+s": "save", "ctrl+enter": "save and next unlabelled", "n": "next sample", "p": "previous sample",
+    "b": "next box", "m": "next method",
+}  # fmt: skip
+# Installed once per page (studio/app.py adds it to the page's script). Acts only while the Annotate tab is shown.
+SHORTCUTS_JS = """
+(() => {
+  const keys = __KEYS__;
+  const typing = (el) => !!el && (el.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(el.tagName));
+  const shown = (el) => !!el && (el.checkVisibility ? el.checkVisibility() : el.offsetParent !== null);
+  const press = (id) => {
+    const el = document.getElementById(id);
+    if (!el) return false;
+    const target = el.matches('button, input') ? el : el.querySelector('input[type=checkbox], button');
+    if (!target || target.disabled) return false;
+    target.click();
+    return true;
+  };
+  window.addEventListener('keydown', (event) => {
+    if (event.repeat || event.altKey || !shown(document.getElementById('save'))) return;
+    const mod = event.ctrlKey || event.metaKey;
+    if (!mod && typing(event.target)) return;  // typing in a text box or a dropdown
+    const name = (mod ? 'ctrl+' : '') + (event.key || '').toLowerCase();
+    const id = keys[name];
+    if (id && press(id)) {
+      event.preventDefault();
+      event.stopPropagation();
+    }
+  }, true);
+})();
+""".replace("__KEYS__", json.dumps(SHORTCUTS))
+
+
+def _key_name(key: str) -> str:
+    """``"ctrl+enter"`` -> ``"Ctrl+Enter"``, ``"n"`` -> ``"N"``."""
+    return "+".join(part.capitalize() if len(part) > 1 else part.upper() for part in key.split("+"))
+
+
+def shortcut_help(correction: bool = False) -> str:
+    """The help line listing the shortcuts (the correction-mode key only when the tab has that control)."""
+    shown = dict(SHORTCUT_HELP, **({"x": "correction mode"} if correction else {}))
+    keys = " · ".join(f"<kbd>{_key_name(k)}</kbd> {html.escape(v)}" for k, v in shown.items())
+    return f"<div class='shortcuts'>Keys: {keys} · single keys are off while you type in a field</div>"
 
 
 _RELEASED_AT = [0.0]
@@ -181,12 +244,18 @@ class AnnotateController:
         if drop_draft:
             self.store.drafts.drop(editor, sample_id)
 
-    def persist(self, editor: str, sample_id: str, session: AnnotationSession) -> None:
-        """Keep unsaved work as a draft in the workspace (or remove the draft when nothing is unsaved)."""
+    def persist(self, editor: str, sample_id: str, session: AnnotationSession) -> bool:
+        """Keep unsaved work as a draft in the workspace (or remove the draft when nothing is unsaved).
+
+        Returns:
+            whether the draft appeared or went (the sample's status may have changed with it).
+        """
+        had = self.store.drafts.path(editor, sample_id).is_file()
         if session.dirty:
             self.store.drafts.save(editor, sample_id, session.to_draft())
-        else:
-            self.store.drafts.drop(editor, sample_id)
+            return not had
+        self.store.drafts.drop(editor, sample_id)
+        return had
 
     # ---- conversions -----------------------------------------------------------------------
 
@@ -295,14 +364,87 @@ class AnnotateController:
     def save(self, session: AnnotationSession, sample_id: str, on_conflict: str = "refuse"):
         """Save through the store (only what changed), naming the revision the session started from.
 
+        A save that writes something makes the sample ``done``, or ``needs review`` when it carries flagged
+        masks (an empty mask, or one filling its whole box: :meth:`AnnotationSession.flagged`).
+
         Raises:
             SaveConflict: the sample changed since; nothing was written.
         """
+        flags = session.flagged()
         label_map, boxes = session.save_payload()
         result = self.store.save(sample_id, label_map=label_map, boxes=boxes, base_revision=session.revision,
                                  on_conflict=on_conflict)  # fmt: skip
         session.mark_saved(result.revision if result.sample_id == sample_id else self.store.revision(sample_id))
+        if result.changed and flags:
+            note = "flagged: " + ", ".join(f"#{number} {flag}" for number, flag in flags)
+            self.store.set_status(result.sample_id, NEEDS_REVIEW, note)
         return result
+
+    # ---- the work queue --------------------------------------------------------------------
+
+    def next_unlabelled(self, sample_id: str | None) -> str | None:
+        """The next unlabelled sample after ``sample_id`` in the dataset's (natural) order, wrapping round;
+        ``None`` when no other sample is unlabelled."""
+        return self.store.next_with_status(sample_id, (UNLABELLED,))
+
+    def save_and_next(self, session: AnnotationSession, sample_id: str, on_conflict: str = "refuse"):
+        """Save (see :meth:`save`), then pick the next unlabelled sample.
+
+        Returns:
+            ``(result, next_id)``; ``next_id`` is ``None`` when no unlabelled sample is left.
+
+        Raises:
+            SaveConflict: the sample changed since; nothing was written and nothing is picked.
+        """
+        result = self.save(session, sample_id, on_conflict)
+        return result, self.next_unlabelled(result.sample_id)
+
+    def mark(self, session: AnnotationSession | None, sample_id: str, status: str, on_conflict: str = "refuse"):
+        """Mark a sample ``done`` or ``needs_review``. Unsaved edits in ``session`` are saved first, so the mark
+        sits on the version holding them (a later save that changes the sample replaces the mark).
+
+        Returns:
+            the save's result, or ``None`` when nothing needed saving.
+
+        Raises:
+            SaveConflict: saving the edits first was refused; nothing was marked.
+        """
+        result = None
+        if session is not None and session.dirty:
+            result = self.save(session, sample_id, on_conflict)
+            sample_id = result.sample_id
+        note = "marked by the annotator" if status == NEEDS_REVIEW else "marked done by the annotator"
+        self.store.set_status(sample_id, status, note)
+        return result
+
+    def progress(self, sample_id: str | None = None) -> str:
+        """``"**3 / 4 done** · 1 unlabelled · 0 draft · 0 needs review"``, and the open sample's status."""
+        counts = self.store.status_counts()
+        total = sum(counts.values())
+        rest = " · ".join(f"{counts[s]} {STATUS_LABELS[s]}" for s in counts if s != DONE)
+        line = f"**Progress: {counts[DONE]} / {total} done** · {rest}"
+        if sample_id and sample_id in self.store.ids:
+            current = self.store.status(sample_id)
+            mark = self.store.status_mark(sample_id)
+            why = f" ({html.escape(mark.note)})" if mark is not None and mark.note and current == NEEDS_REVIEW else ""
+            line += f" · this sample: **{STATUS_LABELS[current]}**{why}"
+        return line
+
+    def next_box(self, session: AnnotationSession, current: int | None, step: int = 1) -> int | None:
+        """The number of the box after ``current`` in the box list (wrapping round), ``None`` without boxes."""
+        numbers = sorted(e.number for e in session.entries)
+        if not numbers:
+            return None
+        if current is None or int(current) not in numbers:
+            return numbers[0] if step > 0 else numbers[-1]
+        return numbers[(numbers.index(int(current)) + step) % len(numbers)]
+
+    def next_method(self, current: str | None, step: int = 1) -> str:
+        """The method after ``current`` in the method list (wrapping round), skipping models without weights."""
+        usable = [value for label, value in self.method_choices() if label == value]
+        if current not in usable:
+            return usable[0]
+        return usable[(usable.index(current) + step) % len(usable)]
 
     def compare(self, session: AnnotationSession, methods: list[str], params: dict | None = None):
         """Side-by-side overlays per method, the disagreement map, and pairwise IoU rows."""
@@ -358,6 +500,13 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
         method = gr.Dropdown(choices=controller.method_choices(), value="auto", label="Method", elem_id="annotate-method",
                              scale=1)  # fmt: skip
         auto_refine = gr.Checkbox(value=True, label="Refine new boxes as I draw", elem_id="annotate-auto", scale=1)
+    with gr.Row(equal_height=True, elem_id="annotate-queue"):
+        queue_progress = gr.Markdown("", elem_id="annotate-progress", scale=4)  # filled on page load, not at build
+        prev_sample = gr.Button("◀ Previous sample", size="sm", elem_id="annotate-prev-sample", scale=0, min_width=150)
+        next_sample = gr.Button("Next sample ▶", size="sm", elem_id="annotate-next-sample", scale=0, min_width=150)
+    cycle_method = gr.Button("Next method", visible="hidden", elem_id="annotate-cycle-method")
+    # the correction-strokes control (issue 12) goes here with elem_id=CORRECTION_TOGGLE_ID: key X then toggles it,
+    # and shortcut_help(correction=True) lists the key
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=480):
             with gr.Row(elem_id="annotate-notice-row", visible=False) as notice_row:
@@ -393,13 +542,21 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
                 redo = gr.Button("↷ Redo", elem_id="redo")
             with gr.Row():
                 box_pick = gr.Dropdown(choices=[], label="Box", elem_id="box-pick", scale=3)
-                refine_one = gr.Button("Refine this box", elem_id="refine-one", scale=1)
+                with gr.Column(scale=1, min_width=120):
+                    refine_one = gr.Button("Refine this box", elem_id="refine-one", size="sm")
+                    next_box = gr.Button("Next box", elem_id="annotate-next-box", size="sm")
             with gr.Row():
                 box_class = gr.Dropdown(choices=object_classes, value=None, label="Class of this box",
                                         elem_id="box-class", scale=3)  # fmt: skip
                 set_class = gr.Button("Set class", elem_id="set-class", scale=1)
-            save = gr.Button("Save label map and boxes", variant="primary", elem_id="save")
+            with gr.Row():
+                save = gr.Button("Save label map and boxes", variant="primary", elem_id="save")
+                save_next = gr.Button("Save and next unlabelled", variant="primary", elem_id="save-next")
+            with gr.Row():
+                mark_review = gr.Button("Mark needs review", size="sm", elem_id="mark-review")
+                mark_done = gr.Button("Mark done", size="sm", elem_id="mark-done")
             saved = gr.Markdown(elem_id="save-status")
+            gr.HTML(shortcut_help(correction=False), elem_id="annotate-shortcuts")
             with gr.Accordion("Touch-up", open=True):
                 with gr.Row():
                     size = gr.Slider(1, 41, value=5, step=2, label="Open / close kernel (px)", elem_id="kernel-size")
@@ -455,7 +612,7 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
         )
 
     outputs = [annotator, status, legend, box_pick, box_class, notice, notice_row, editor, saved, conflict_box,
-               conflict_text, discard_draft, sample, sample_state, overlap, ignore_band, rest]  # fmt: skip
+               conflict_text, discard_draft, sample, sample_state, overlap, ignore_band, rest, queue_progress]  # fmt: skip
 
     def with_notice_row(handler):
         """Show the notice row exactly when a handler leaves a notice in it."""
@@ -506,9 +663,9 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
                 with controller.lock(who, sample_id):
                     session = controller.session(who, sample_id)
                     extra = action(session, *args)
-                    extra = extra if isinstance(extra, dict) else {}
-                    if persist:
-                        controller.persist(who, sample_id, session)
+                    extra = dict(extra) if isinstance(extra, dict) else {}
+                    if persist and controller.persist(who, sample_id, session):  # a draft appeared or went
+                        extra[queue_progress] = controller.progress(sample_id)
                     return view(session, sample_id, alpha, brush, extra)
             except StudioError as exc:
                 return failed(exc)
@@ -543,9 +700,10 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
                 return view(session, sample_id, alpha, brush, {
                     sample_state: sample_id, notice: opened_notes(session, sample_id, who), saved: "",
                     conflict_box: gr.Group(visible=False), overlap: session.overlap, ignore_band: session.ignore_band,
-                    rest: session.rest})  # fmt: skip
+                    rest: session.rest, queue_progress: controller.progress(sample_id)})  # fmt: skip
         except StudioError as exc:  # nothing of the previous sample stays on screen
             return {sample_state: None, **failed(exc), status: f"**{html.escape(sample_id)}** could not be opened.",
+                    queue_progress: controller.progress(),
                     annotator: None, legend: "", box_pick: gr.Dropdown(choices=[], value=None), box_class: None,
                     discard_draft: gr.Button(visible=False)}  # fmt: skip
 
@@ -560,8 +718,9 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
                 if boxes == [e.box for e in session.entries] and not problems:
                     return {status: gr.skip()}  # our own update echoing back
                 session.set_boxes(boxes, refine=auto, settings=controller.settings(meth, params))
-                controller.persist(who, sample_id, session)
                 extra = {notice: _notice(html.escape("; ".join(problems)), "warning")} if problems else {}
+                if controller.persist(who, sample_id, session):  # a draft appeared or went
+                    extra[queue_progress] = controller.progress(sample_id)
                 return view(session, sample_id, alpha, brush, extra)
         except StudioError as exc:
             return failed(exc)
@@ -595,18 +754,26 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
     def on_options(session, rule, band, rest_choice):
         session.set_options(overlap=rule, ignore_band=int(band), rest=rest_choice)
 
-    def on_save(sample_id, browser, alpha, brush, request: gr.Request, choice: str = "refuse"):
+    def saving(sample_id, browser, alpha, brush, request: gr.Request, choice: str = "refuse", mark: str | None = None):
+        """Save the editor's session (and with ``mark``, mark the sample after); ``(updates, saved id or None)``."""
         if not sample_id:
-            return {notice: _notice("Pick a sample first.", "warning")}
+            return {notice: _notice("Pick a sample first.", "warning")}, None
         who = editor_of(browser, request)
         try:
             with controller.lock(who, sample_id):
                 session = controller.session(who, sample_id)
                 try:
-                    result = controller.save(session, sample_id, choice)
+                    if mark is None:
+                        result = controller.save(session, sample_id, choice)
+                    else:
+                        result = controller.mark(session, sample_id, mark, choice)
                 except SaveConflict as exc:
                     return {conflict_box: gr.Group(visible=True), conflict_text: f"**Not saved.** {html.escape(str(exc))}",
-                            saved: "Not saved: the sample changed since you opened it (see the choices above)."}  # fmt: skip
+                            saved: "Not saved: the sample changed since you opened it (see the choices above)."}, None  # fmt: skip
+                if result is None:  # a mark on a sample without unsaved edits
+                    message = f"Marked **{html.escape(sample_id)}** {STATUS_LABELS[mark]}."
+                    return view(session, sample_id, alpha, brush, {
+                        saved: message, queue_progress: controller.progress(sample_id)}), sample_id  # fmt: skip
                 controller.forget(who, sample_id)
                 if result.sample_id != sample_id:  # saved as a copy: continue on the copy
                     controller.sessions.put(who, result.sample_id, session)
@@ -614,13 +781,66 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
                     return view(session, result.sample_id, alpha, brush, {
                         saved: message, conflict_box: gr.Group(visible=False), notice: _notice(message),
                         sample: gr.Dropdown(choices=controller.store.ids, value=result.sample_id),
-                        sample_state: result.sample_id})  # fmt: skip
+                        sample_state: result.sample_id, queue_progress: controller.progress(result.sample_id)}), result.sample_id  # fmt: skip
                 controller.sessions.put(who, sample_id, session)
                 message = _save_message(result)
+                if mark is not None:
+                    message += f" Marked {STATUS_LABELS[mark]}."
+                elif result.changed and controller.store.status(sample_id) == NEEDS_REVIEW:
+                    message += " Marked **needs review**: " + ", ".join(f"#{n} {flag}" for n, flag in session.flagged()) + "."
                 gr.Info("Saved" if result.changed else "Nothing to save")
-                return view(session, sample_id, alpha, brush, {saved: message, conflict_box: gr.Group(visible=False)})
+                return view(session, sample_id, alpha, brush, {saved: message, conflict_box: gr.Group(visible=False),
+                                                               queue_progress: controller.progress(sample_id)}), sample_id  # fmt: skip
         except StudioError as exc:
-            return {**failed(exc), saved: f"Not saved: {html.escape(str(exc))}"}
+            return {**failed(exc), saved: f"Not saved: {html.escape(str(exc))}"}, None
+
+    def on_save(sample_id, browser, alpha, brush, request: gr.Request, choice: str = "refuse"):
+        return saving(sample_id, browser, alpha, brush, request, choice)[0]
+
+    def on_save_next(sample_id, browser, alpha, brush, request: gr.Request):
+        updates, saved_id = saving(sample_id, browser, alpha, brush, request)
+        if saved_id is None:
+            return updates
+        following = controller.next_unlabelled(saved_id)
+        if following is None:
+            counts = controller.store.status_counts()
+            left = ", ".join(f"{counts[s]} {STATUS_LABELS[s]}" for s in counts if s != UNLABELLED)
+            updates[notice] = _notice(f"No unlabelled sample is left ({left}); {html.escape(saved_id)} stays open.")
+            return updates
+        opened = on_sample(following, browser, alpha, brush, request)
+        opened[sample] = gr.Dropdown(choices=controller.store.ids, value=following)
+        opened[saved] = f"**{html.escape(saved_id)}**: {updates.get(saved, '')}"
+        opened[notice] = _notice(f"Next unlabelled sample: <b>{html.escape(following)}</b> (after {html.escape(saved_id)})."
+                                 ) + opened.get(notice, "")  # fmt: skip
+        return opened
+
+    def on_mark(status_name: str):
+        def handler(sample_id, browser, alpha, brush, request: gr.Request):
+            return saving(sample_id, browser, alpha, brush, request, mark=status_name)[0]
+
+        return handler
+
+    def on_step(step: int):
+        def handler(sample_id, browser, alpha, brush, request: gr.Request):
+            target = controller.store.neighbour(sample_id, step)
+            if target is None:
+                return {status: gr.skip()}
+            updates = on_sample(target, browser, alpha, brush, request)
+            updates[sample] = gr.Dropdown(choices=controller.store.ids, value=target)
+            return updates
+
+        return handler
+
+    def on_next_box(sample_id, browser, current, request: gr.Request):
+        if not sample_id:
+            return gr.skip(), gr.skip()
+        session = controller.sessions.peek(editor_of(browser, request), sample_id)
+        number = controller.next_box(session, current) if session is not None else None
+        if number is None:
+            return gr.skip(), gr.skip()
+        session.focus = number  # the list keeps following it after the next change
+        entry = next(e for e in session.entries if e.number == number)
+        return number, controller.classes.names[entry.box.label]
 
     def on_reload(sample_id, browser, alpha, brush, request: gr.Request):
         if not sample_id:
@@ -637,7 +857,9 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
         """The dataset changed somewhere: refresh the sample list and check the open sample."""
         updates = {sample: gr.Dropdown(choices=controller.store.ids)}
         if not sample_id or sample_id not in controller.store.ids:
+            updates[queue_progress] = controller.progress()
             return updates
+        updates[queue_progress] = controller.progress(sample_id)
         who = editor_of(browser, request)
         session = controller.sessions.peek(who, sample_id)
         if session is None or session.revision == controller.store.revision(sample_id):
@@ -693,7 +915,9 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
         return browser or uuid.uuid4().hex, gr.Dropdown(choices=controller.store.ids, value=known)
 
     def on_reopen(sample_id, browser, alpha, brush, request: gr.Request):
-        return on_sample(sample_id, browser, alpha, brush, request) if sample_id else {status: gr.skip()}
+        if not sample_id:
+            return {status: gr.skip(), queue_progress: controller.progress()}
+        return on_sample(sample_id, browser, alpha, brush, request)
 
     def on_unload(request: gr.Request):
         # a closed tab: free what its session held (drafts stay on disk); editors known by browser id are
@@ -732,6 +956,15 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
     rest.input(with_notice_row(editing(on_options)), inputs=option_inputs, outputs=outputs)
     opacity.release(on_opacity, inputs=[sample_state, editor_id, opacity], outputs=annotator, api_visibility="private")
     save.click(with_notice_row(on_save), inputs=base, outputs=outputs, api_name="annotate_save")
+    save_next.click(with_notice_row(on_save_next), inputs=base, outputs=outputs, api_name="annotate_save_next")
+    mark_review.click(with_notice_row(on_mark(NEEDS_REVIEW)), inputs=base, outputs=outputs, api_name="annotate_mark_review")
+    mark_done.click(with_notice_row(on_mark(DONE)), inputs=base, outputs=outputs, api_name="annotate_mark_done")
+    next_sample.click(with_notice_row(on_step(1)), inputs=base, outputs=outputs, api_visibility="private", concurrency_limit=4,
+                      trigger_mode="always_last")  # a press while the last one runs is not lost
+    prev_sample.click(with_notice_row(on_step(-1)), inputs=base, outputs=outputs, api_visibility="private", concurrency_limit=4,
+                      trigger_mode="always_last")  # a press while the last one runs is not lost
+    next_box.click(on_next_box, inputs=[sample_state, editor_id, box_pick], outputs=[box_pick, box_class], api_visibility="private")
+    cycle_method.click(controller.next_method, inputs=method, outputs=method, api_visibility="private")
     reload_theirs.click(with_notice_row(on_reload), inputs=base, outputs=outputs)
     overwrite.click(with_notice_row(_resolving(on_save, "overwrite")), inputs=base, outputs=outputs)
     save_copy.click(with_notice_row(_resolving(on_save, "copy")), inputs=base, outputs=outputs)

@@ -1,5 +1,6 @@
-"""The Dataset tab: browse samples as thumbnails (filtered by class), open one, see its label map
-overlaid with adjustable opacity, its boxes, and a legend in the dataset's colours."""
+"""The Dataset tab: browse samples as thumbnails (filtered by class and by status), open one, see its label
+map overlaid with adjustable opacity, its boxes, and a legend in the dataset's colours. Each thumbnail says
+the sample's status (unlabelled, draft, done, needs review) and the tab shows the progress (done / total)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from core.errors import StudioError
-from core.store import Sample
+from core.store import STATUS_LABELS, STATUSES, Sample, normalise_status
 from core.types import ClassSet
 from core.viz import class_shares, draw_boxes, overlay
 from studio.errors import shows_errors
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from studio.context import StudioContext
 
 PAGE_SIZE = 48
+ALL_STATUSES = "all"
+STATUS_BADGES = {"unlabelled": "○", "draft": "✎", "done": "✓", "needs_review": "⚑"}
 DISPLAY_MAX_SIDE = 2048
 _CACHE_SIZE = 6
 
@@ -75,9 +78,24 @@ def class_filter_choices(ctx: StudioContext) -> list[tuple[str, str]]:
     return [(f"{names[i]} ({counts[i]})", names[i]) for i in ordered if i < len(names)]
 
 
-def _caption(sample: Sample, present: set[int], classes: ClassSet) -> str:
+def _caption(sample: Sample, present: set[int], classes: ClassSet, status: str | None = None) -> str:
     names = [classes.names[i] for i in sorted(present) if i != 0 and i < len(classes)]
-    return f"{sample.id} · {', '.join(names) if names else 'no classes yet'}"
+    badge = f" · {STATUS_BADGES[status]} {STATUS_LABELS[status]}" if status else ""
+    return f"{sample.id} · {', '.join(names) if names else 'no classes yet'}{badge}"
+
+
+def status_filter_choices(ctx: StudioContext, counts: dict[str, int] | None = None) -> list[tuple[str, str]]:
+    """Radio choices ``("done (3)", "done")`` for every status, after ``("all (4)", "all")``."""
+    counts = counts if counts is not None else ctx.store.status_counts()
+    total = sum(counts.values())
+    return [(f"all ({total})", ALL_STATUSES), *((f"{STATUS_LABELS[s]} ({counts[s]})", s) for s in STATUSES)]
+
+
+def progress_markdown(counts: dict[str, int]) -> str:
+    """``"**Progress: 3 / 4 done** · 1 unlabelled · 0 draft · 0 needs review"``."""
+    total = sum(counts.values())
+    rest = " · ".join(f"{counts[s]} {STATUS_LABELS[s]}" for s in STATUSES if s != "done")
+    return f"**Progress: {counts['done']} / {total} done** · {rest}"
 
 
 def _placeholder(text: str) -> np.ndarray:
@@ -90,28 +108,43 @@ def _placeholder(text: str) -> np.ndarray:
     return np.asarray(canvas)
 
 
-def gallery_page(ctx: StudioContext, class_names: list[str] | None, page: int) -> tuple[list, list[str], str, int]:
+def gallery_page(
+    ctx: StudioContext, class_names: list[str] | None, page: int, status: str | None = None
+) -> tuple[list, list[str], str, int]:
     """One page of the filtered gallery.
+
+    Args:
+        class_names: show samples holding every one of these classes (by boxes or label map).
+        status: show only samples with this status (``None`` or ``"all"``: every status).
 
     Returns:
         ``(items, ids, info, page)``: gallery items ``(thumbnail, caption)``, the sample ids in the same
         order, a one-line summary, and the page actually shown (clamped).
+
+    Raises:
+        InvalidInput: an unknown class or status.
     """
     classes = ctx.dataset.classes
     wanted = [classes.index_of(name) for name in class_names or []]
+    chosen = None if status in (None, "", ALL_STATUSES) else normalise_status(status)
     by_labels = ctx.store.label_classes()
+    statuses = ctx.store.statuses()
     matches = ctx.dataset.filter_by_classes(wanted, by_labels)
+    if chosen is not None:
+        matches = [s for s in matches if statuses.get(s.id) == chosen]
     pages = max(1, -(-len(matches) // PAGE_SIZE))
     page = min(max(int(page or 0), 0), pages - 1)
     shown = matches[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
     items: list = []
     for sample in shown:
-        caption = _caption(sample, sample.box_classes() | by_labels.get(sample.id, set()), classes)
+        state = statuses.get(sample.id)
+        caption = _caption(sample, sample.box_classes() | by_labels.get(sample.id, set()), classes, state)
         try:
             items.append((str(ctx.store.thumbnail(sample.id)), caption))
         except StudioError:
             items.append((_placeholder("unreadable image"), f"{sample.id} · unreadable image (see File problems)"))
     filt = f" containing {', '.join(class_names)}" if class_names else ""
+    filt += f" · {STATUS_LABELS[chosen]}" if chosen is not None else ""
     info = f"{len(matches)} of {len(ctx.dataset)} samples{filt} · page {page + 1} of {pages}"
     return items, [s.id for s in shown], info, page
 
@@ -177,9 +210,12 @@ def render_sample(ctx: StudioContext, sample_id: str, opacity: float, show_boxes
     label_note = "label map" if label is not None else "no label map yet (unlabelled, not background)"
     if label_problem:
         label_note = f"**label map not usable**: {html.escape(label_problem)} (the image opens; redraw the map in Annotate)"
+    state = ctx.store.status(sample_id)
+    mark = ctx.store.status_mark(sample_id)
+    why = f" ({html.escape(mark.note)})" if mark is not None and mark.note else ""
     details = (
         f"**{sample.id}** · {width}×{height} · {len(sample.boxes)} box{'es' if len(sample.boxes) != 1 else ''} · "
-        f"{label_note}{split}  \n`{sample.image_path.name}`"
+        f"{label_note}{split} · status **{STATUS_LABELS[state]}**{why}  \n`{sample.image_path.name}`"
     )
     return _fit_for_display(view), details, sample_legend(classes, label, sample.boxes)
 
@@ -205,12 +241,14 @@ def problems_markdown(ctx: StudioContext) -> str:
 # ---- layout and events -------------------------------------------------------------------
 
 
-def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> None:
+def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, tab: gr.Tab | None = None) -> None:
     """Lay out the Dataset tab inside the current Blocks context and wire its events.
 
     Args:
         live: the page's dataset version; when it changes (a save anywhere, a file changed on disk) the
-            gallery, the class filter and the problems list are refreshed.
+            gallery, the filters, the progress and the problems list are refreshed.
+        tab: the tab holding this layout; choosing it refreshes the gallery too (drafts started in the
+            Annotate tab change statuses without changing the dataset's version).
     """
     page = gr.State(0)
     page_ids = gr.State([])
@@ -221,6 +259,11 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> None:
                 choices=[], value=[], multiselect=True, label="Show samples containing every class of",
                 elem_id="class-filter",
             )  # fmt: skip
+            status_filter = gr.Radio(
+                choices=[("all", ALL_STATUSES), *((STATUS_LABELS[s], s) for s in STATUSES)], value=ALL_STATUSES, label="Status",
+                elem_id="status-filter",
+            )  # fmt: skip
+            progress = gr.Markdown(elem_id="dataset-progress")
             with gr.Row():
                 prev_button = gr.Button("◀ Previous", size="sm", min_width=80)
                 page_info = gr.Markdown(elem_id="page-info")
@@ -244,25 +287,31 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> None:
         text = problems_markdown(ctx)
         return gr.Accordion(visible=bool(text), label=f"File problems ({len(ctx.store.problems)})"), text
 
+    def status_updates(chosen: str | None):
+        counts = ctx.store.status_counts()
+        return gr.Radio(choices=status_filter_choices(ctx, counts), value=chosen or ALL_STATUSES), progress_markdown(counts)
+
     @shows_errors
-    def show_page(class_names: list[str], wanted_page: int):
-        items, ids, info, actual = gallery_page(ctx, class_names, wanted_page)
-        return items, ids, info, actual, *problems_updates()
+    def show_page(class_names: list[str], chosen: str | None, wanted_page: int):
+        items, ids, info, actual = gallery_page(ctx, class_names, wanted_page, chosen)
+        return items, ids, info, actual, *problems_updates(), *status_updates(chosen)
 
     @shows_errors
     def on_load():
         items, ids, info, actual = gallery_page(ctx, [], 0)
-        return gr.Dropdown(choices=class_filter_choices(ctx), value=[]), items, ids, info, actual, *problems_updates()
+        return (gr.Dropdown(choices=class_filter_choices(ctx), value=[]), items, ids, info, actual,
+                *problems_updates(), *status_updates(None))  # fmt: skip
 
     @shows_errors
-    def on_dataset_changed(class_names: list[str], wanted_page: int, sample_id: str | None, alpha: float, boxes: bool):
+    def on_dataset_changed(class_names: list[str], chosen: str | None, wanted_page: int, sample_id: str | None,
+                           alpha: float, boxes: bool):  # fmt: skip
         names = [n for n in class_names or [] if n in ctx.classes.names]
-        items, ids, info, actual = gallery_page(ctx, names, wanted_page)
+        items, ids, info, actual = gallery_page(ctx, names, wanted_page, chosen)
         view_updates = (gr.skip(), gr.skip(), gr.skip())
         if sample_id is not None and sample_id in ctx.store.ids:
             view_updates = render_sample(ctx, sample_id, alpha, boxes)
         choices = gr.Dropdown(choices=class_filter_choices(ctx), value=names)
-        return choices, items, ids, info, actual, *problems_updates(), *view_updates
+        return choices, items, ids, info, actual, *problems_updates(), *status_updates(chosen), *view_updates
 
     @shows_errors
     def on_select(evt: gr.SelectData, ids: list[str], alpha: float, boxes: bool):
@@ -283,13 +332,20 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> None:
         return render_sample(ctx, sample_id, alpha, boxes)
 
     problem_outputs = [problems_box, problems_text]
-    page_outputs = [gallery, page_ids, page_info, page, *problem_outputs]
+    page_outputs = [gallery, page_ids, page_info, page, *problem_outputs, status_filter, progress]
     demo.load(on_load, outputs=[class_filter, *page_outputs])
-    live.change(on_dataset_changed, inputs=[class_filter, page, selected, opacity, show_boxes],
-                outputs=[class_filter, *page_outputs, view, details, legend], show_progress="hidden")  # fmt: skip
-    class_filter.input(lambda names: show_page(names, 0), inputs=class_filter, outputs=page_outputs)
-    prev_button.click(lambda names, p: show_page(names, p - 1), inputs=[class_filter, page], outputs=page_outputs)
-    next_button.click(lambda names, p: show_page(names, p + 1), inputs=[class_filter, page], outputs=page_outputs)
+    changed_inputs = [class_filter, status_filter, page, selected, opacity, show_boxes]
+    changed_outputs = [class_filter, *page_outputs, view, details, legend]
+    live.change(on_dataset_changed, inputs=changed_inputs, outputs=changed_outputs, show_progress="hidden")
+    if tab is not None:
+        tab.select(on_dataset_changed, inputs=changed_inputs, outputs=changed_outputs, show_progress="hidden")
+    filters = [class_filter, status_filter]
+    class_filter.input(lambda names, chosen: show_page(names, chosen, 0), inputs=filters, outputs=page_outputs)
+    status_filter.input(lambda names, chosen: show_page(names, chosen, 0), inputs=filters, outputs=page_outputs)
+    prev_button.click(lambda names, chosen, p: show_page(names, chosen, p - 1), inputs=[*filters, page],
+                      outputs=page_outputs)  # fmt: skip
+    next_button.click(lambda names, chosen, p: show_page(names, chosen, p + 1), inputs=[*filters, page],
+                      outputs=page_outputs)  # fmt: skip
     gallery.select(on_select, inputs=[page_ids, opacity, show_boxes],
                    outputs=[selected, view, details, legend, *problem_outputs])  # fmt: skip
     opacity.change(on_view_change, inputs=[selected, opacity, show_boxes], outputs=[view, details, legend],

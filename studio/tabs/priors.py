@@ -230,7 +230,9 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> PriorsControll
     save.click(on_save, inputs=[sample, *setting_inputs, prompt, negative, caption, template], outputs=saved)
 
     @shows_errors
-    def on_live(sample_id, *values, request: gr.Request):
+    def on_live(sample_id, kind, mask, a, b, t, lo, hi, s, only_names, request: gr.Request):
+        # every input named: Gradio puts the request by position, which a keyword-only one after *values never gets
+        values = (kind, mask, a, b, t, lo, hi, s, only_names)
         views = on_views(sample_id, *values, request=request) if sample_id in ctx.store.ids else (gr.skip(),) * 3
         return gr.Dropdown(choices=ctx.store.ids), *views
 

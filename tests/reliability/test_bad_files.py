@@ -60,7 +60,8 @@ def test_a_sample_whose_image_breaks_later_is_skipped_by_batches_and_reported(sp
     (spoiled / "JPEGImages" / "coffee.jpg").write_bytes(b"broken after listing")
     skipped = SkipReport()
     library = RegionLibrary(store)
-    requests = [RecombineRequest("overlay", ("cat",), 1, seed) for seed in range(6)]
+    # only the choice of target matters here: the whole-frame cat may hide the astronaut (no hidden-share limit)
+    requests = [RecombineRequest("overlay", ("cat",), 1, seed, background_overlap=1.0) for seed in range(6)]
     results = [recombine_one(library, r, 0) for r in requests]
     assert all(r.record["target"] in ("astronaut",) for r in results)  # coffee can no longer be a target
     assert any(p.sample_id == "coffee" and "coffee.jpg" in p.path for p in store.problems)

@@ -25,7 +25,7 @@ def test_gallery_lists_every_sample_and_filters_by_class(ctx):
     assert ids == ["astronaut", "chelsea", "coffee", "grace_hopper"] and page == 0
     assert info.startswith("4 of 4 samples")
     thumb, caption = items[1]
-    assert caption == "chelsea · cat" and load_image(thumb).shape[2] == 3
+    assert caption == "chelsea · cat · ✓ done" and load_image(thumb).shape[2] == 3
     assert gallery_page(ctx, ["person"], 0)[1] == ["astronaut", "grace_hopper"]
     assert gallery_page(ctx, ["person", "cat"], 0)[1] == []
     assert gallery_page(ctx, [], 99)[3] == 0  # pages are clamped

@@ -148,10 +148,33 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _run_eval_boxes(args: argparse.Namespace) -> int:
+    from core.errors import InvalidInput
     from core.refine.evaluate import evaluate_boxes
     from core.refine.refiner import RefineSettings
 
     settings = RefineSettings(args.method)
+    if args.clicks is not None:  # the robot-user evaluation
+        from core.refine.clicks import CLICK_RADIUS, evaluate_with_clicks
+
+        radius = CLICK_RADIUS if args.click_radius is None else args.click_radius
+        report = evaluate_with_clicks(args.dir, settings, args.clicks, radius=radius, limit=args.limit)
+        summary = report.summary()
+        if args.json:
+            print(json.dumps(summary))
+            return 0
+        for score in report.scores:
+            curve = " ".join(f"{v:.3f}" for v in score.ious)
+            clicks = "".join("+" if c.positive else "-" for c in score.clicks)
+            print(f"{score.name:<16} IoU after 0..{report.clicks} clicks: {curve}  clicks {clicks or '(none)'}")
+        curve = " ".join(f"{v:.3f}" for v in summary["miou_curve"])
+        recut = "n/a" if summary["recut_median"] is None else f"{summary['recut_median']:.3f} s"
+        print(f"{summary['method']}: {summary['n']} images, mean IoU after 0..{report.clicks} clicks: {curve}; "
+              f"NoC@85 {summary['noc85']:.2f} ({summary['failed85']} never reached), NoC@90 {summary['noc90']:.2f} "
+              f"({summary['failed90']} never reached), capped at {report.clicks}; median re-cut {recut} per click "
+              f"(click radius {radius} px)")  # fmt: skip
+        return 0
+    if args.click_radius is not None:
+        raise InvalidInput("--click-radius needs --clicks K (the robot-user evaluation)")
     report = evaluate_boxes(args.dir, settings, limit=args.limit)
     summary = report.summary()
     if not args.json:
@@ -453,6 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--method", default="auto", choices=list(METHODS), help="refinement method (default auto)")
     evaluate.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
     evaluate.add_argument("--json", action="store_true", help="print only the summary, as one JSON line")
+    evaluate.add_argument("--clicks", type=int, default=None, metavar="K",
+                          help="robot-user evaluation: K simulated correction clicks per image (RITM protocol); "
+                               "reports mean IoU after 0..K clicks and NoC@85 / NoC@90")  # fmt: skip
+    evaluate.add_argument("--click-radius", type=int, default=None, metavar="PX",
+                          help="radius of a simulated click in pixels (default 5, with --clicks)")  # fmt: skip
     evaluate.set_defaults(handler=_run_eval_boxes)
 
     stats = sub.add_parser("stats", help="class statistics of a dataset's label maps")

@@ -74,13 +74,24 @@ def check_probability(probability: np.ndarray, shape: tuple[int, int]) -> np.nda
     return prob
 
 
-def crf_on_crop(rgb: np.ndarray, probability: np.ndarray, params: DenseCRFParams, scale: float) -> np.ndarray:
+CLAMPED_UNARY = 1e4  # energy of the forbidden label at a clamped (stroke) pixel
+
+
+def crf_on_crop(
+    rgb: np.ndarray,
+    probability: np.ndarray,
+    params: DenseCRFParams,
+    scale: float,
+    hard: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Mean-field inference on one (working-size) crop.
 
     Args:
         rgb: ``h x w x 3 uint8`` RGB.
         probability: ``h x w float32`` foreground probability in ``[0, 1]``.
         scale: working size / full size, to scale the kernel widths.
+        hard: ``(object, not_object)`` ``h x w bool`` pixels whose unaries are clamped (probability 1 / 0:
+            the other label costs ``CLAMPED_UNARY``), or ``None``.
 
     Returns:
         ``h x w float32`` posterior foreground probability.
@@ -90,6 +101,10 @@ def crf_on_crop(rgb: np.ndarray, probability: np.ndarray, params: DenseCRFParams
     height, width = probability.shape
     prob = np.clip(probability, 1e-5, 1 - 1e-5)
     unary = -np.log(np.stack([1.0 - prob, prob]).reshape(2, -1)).astype(np.float32)
+    if hard is not None:
+        fg, bg = hard[0].ravel(), hard[1].ravel()
+        unary[0, fg], unary[1, fg] = CLAMPED_UNARY, 0.0
+        unary[0, bg], unary[1, bg] = 0.0, CLAMPED_UNARY
     crf = dcrf.DenseCRF2D(width, height, 2)
     crf.setUnaryEnergy(np.ascontiguousarray(unary))
     crf.addPairwiseGaussian(sxy=max(0.5, params.gaussian_sxy * scale), compat=params.gaussian_compat)
@@ -102,7 +117,12 @@ def crf_on_crop(rgb: np.ndarray, probability: np.ndarray, params: DenseCRFParams
 
 
 def densecrf_refine(
-    image_rgb: np.ndarray, probability: np.ndarray, box: Box, params: DenseCRFParams | None = None
+    image_rgb: np.ndarray,
+    probability: np.ndarray,
+    box: Box,
+    params: DenseCRFParams | None = None,
+    obj: np.ndarray | None = None,
+    not_obj: np.ndarray | None = None,
 ) -> np.ndarray:
     """Refine a soft mask with a fully connected CRF inside a box.
 
@@ -110,32 +130,44 @@ def densecrf_refine(
         image_rgb: ``H x W x 3 uint8`` RGB.
         probability: ``H x W`` foreground probabilities in ``[0, 1]`` (NaN/inf refused).
         box: where to work (a crop around it); the result is empty outside it.
+        obj, not_obj: ``H x W bool`` correction-stroke pixels, or ``None``: their unaries are clamped
+            (probability 1 / 0, also at the working size, where a small pixel touching a stroke is clamped),
+            and the result holds them (object pixels inside the box set, not-object pixels clear).
 
     Returns:
         ``H x W bool`` mask.
     """
     import cv2
 
-    from core.refine.grabcut import crop_window
+    from core.refine.grabcut import crop_window, resize_hard
 
     params = params or DenseCRFParams()
     height, width = image_rgb.shape[:2]
     prob = check_probability(probability, (height, width))
+    box_mask = box.mask(height, width)
+    corrected = obj is not None or not_obj is not None
+    obj = np.zeros((height, width), bool) if obj is None else obj & box_mask
+    not_obj = np.zeros((height, width), bool) if not_obj is None else not_obj
     x0, y0, x1, y1 = crop_window(box, height, width, params.margin)
     crop_rgb = np.ascontiguousarray(image_rgb[y0:y1, x0:x1])
     crop_prob = prob[y0:y1, x0:x1]
+    hard = (obj[y0:y1, x0:x1], not_obj[y0:y1, x0:x1]) if corrected else None
+    if hard is not None:
+        crop_prob = np.where(hard[0], 1.0, np.where(hard[1], 0.0, crop_prob)).astype(np.float32)
     ch, cw = crop_prob.shape
     scale = 1.0 if params.working_size == 0 else min(1.0, params.working_size / max(ch, cw))
     if scale < 1:
         size = (max(1, round(cw * scale)), max(1, round(ch * scale)))
         crop_rgb = cv2.resize(crop_rgb, size, interpolation=cv2.INTER_AREA)
         crop_prob = cv2.resize(crop_prob, size, interpolation=cv2.INTER_AREA)
-    posterior = crf_on_crop(crop_rgb, crop_prob, params, scale)
+        if hard is not None:
+            hard = resize_hard(hard, size)
+    posterior = crf_on_crop(crop_rgb, crop_prob, params, scale, hard)
     if scale < 1:
         posterior = cv2.resize(posterior, (cw, ch), interpolation=cv2.INTER_LINEAR)
     out = np.zeros((height, width), dtype=bool)
     out[y0:y1, x0:x1] = posterior > 0.5
-    return out & box.mask(height, width)
+    return ((out & box_mask) | obj) & ~not_obj
 
 
 def box_probability(box: Box, height: int, width: int, confidence: float) -> np.ndarray:

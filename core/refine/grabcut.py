@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from core.errors import require_all
+from core.errors import InvalidInput, require_all
 from core.refine.gmm import ColorGMM
 from core.refine.graph import HARD, band_cut, contrast_beta, contrast_weights, grid_pairs, min_cut
 from core.types import Box
@@ -208,7 +208,9 @@ def segment_working(crop: np.ndarray, box_in_crop: np.ndarray, params: GrabCutPa
     )  # fmt: skip
 
 
-def finish_full_resolution(cut: WorkingCut, foreground: np.ndarray, params: GrabCutParams) -> np.ndarray:
+def finish_full_resolution(
+    cut: WorkingCut, foreground: np.ndarray, params: GrabCutParams, hard: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
     """Step 3: bring a working-size segmentation to full resolution, edge-aware.
 
     Climbs in steps of at most 4x: at each step the mask is upsampled and only a band of
@@ -217,6 +219,8 @@ def finish_full_resolution(cut: WorkingCut, foreground: np.ndarray, params: Grab
 
     Args:
         foreground: ``hs x ws bool`` working-size segmentation (``cut.foreground`` or a refinement of it).
+        hard: ``(object, not_object)``, two ``h x w bool`` masks of the full-resolution crop: pixels fixed
+            to foreground / background at every step (correction strokes), or ``None``.
 
     Returns:
         ``h x w bool`` segmentation of the full-resolution crop, inside the box only.
@@ -227,16 +231,29 @@ def finish_full_resolution(cut: WorkingCut, foreground: np.ndarray, params: Grab
         next_scale = min(1.0, scale * MAX_UPSAMPLING_STEP)
         if next_scale >= 1.0:
             colors_img, box_mask = cut.crop, cut.box_in_crop
+            hard_here = hard
         else:
             size = (max(1, round(width * next_scale)), max(1, round(height * next_scale)))
             colors_img = _resize(cut.crop, size, area=True)
             box_mask = _resize(cut.box_in_crop.astype(np.uint8), size, area=False) > 0
+            hard_here = None if hard is None else resize_hard(hard, size)
         shape = box_mask.shape
         upsampled = _resize(mask.astype(np.float32), (shape[1], shape[0]), area=False) > 0.5
         radius = int(np.ceil(params.band * next_scale / scale))
-        mask = _band_refine(cut, colors_img, box_mask, upsampled, radius, params.gamma * next_scale, params)
+        mask = _band_refine(cut, colors_img, box_mask, upsampled, radius, params.gamma * next_scale, params, hard_here)
         scale = next_scale
+    if hard is not None:
+        mask = (mask | hard[0]) & ~hard[1]
     return mask & cut.box_in_crop
+
+
+def resize_hard(hard: tuple[np.ndarray, np.ndarray], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Hard-constraint masks ``(object, not_object)`` at another size ``(w, h)``: a small pixel is fixed
+    when any of the pixels it covers is (thin strokes survive downsampling); where both kinds meet it is
+    left free."""
+    obj, not_obj = (_resize(m.astype(np.float32), size, area=True) > 0 for m in hard)
+    both = obj & not_obj
+    return obj & ~both, not_obj & ~both
 
 
 def _models_at_scale(cut: WorkingCut, colors: np.ndarray, labels: np.ndarray) -> tuple[ColorGMM, ColorGMM]:
@@ -260,16 +277,21 @@ def _models_at_scale(cut: WorkingCut, colors: np.ndarray, labels: np.ndarray) ->
 
 def _band_refine(
     cut: WorkingCut, colors_img: np.ndarray, box_mask: np.ndarray, upsampled: np.ndarray, radius: int,
-    gamma: float, params: GrabCutParams,
+    gamma: float, params: GrabCutParams, hard: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """Re-decide the pixels within ``radius`` of the boundary of ``upsampled`` (``h x w bool``)."""
+    """Re-decide the pixels within ``radius`` of the boundary of ``upsampled`` (``h x w bool``); ``hard``
+    pixels (``(object, not_object)`` masks of this size) are fixed."""
     import cv2
 
+    if hard is not None:
+        upsampled = (upsampled | (hard[0] & box_mask)) & ~hard[1]
     if radius < 1:
         return upsampled & box_mask
     kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
     as_u8 = upsampled.astype(np.uint8)
     free = (cv2.dilate(as_u8, kernel) != cv2.erode(as_u8, kernel)) & box_mask
+    if hard is not None:
+        free &= ~(hard[0] | hard[1])
     colors = colors_img.reshape(-1, 3)
     fg_model, bg_model = _models_at_scale(cut, colors, upsampled.ravel())
     free_colors = colors[free.ravel()].astype(np.float64)
@@ -299,6 +321,43 @@ def paste(crop_mask: np.ndarray, window: tuple[int, int, int, int], height: int,
     return out
 
 
+@dataclass
+class BoxCut:
+    """What the fast GrabCut learnt from a box alone, kept so that corrections re-cut quickly.
+
+    Attributes:
+        box: the box (clipped to the image).
+        window: the crop ``(x0, y0, x1, y1)`` around it.
+        cut: the working-size state, or ``None`` for a box too small to model.
+        crop_mask: ``h x w bool`` result in the crop window.
+    """
+
+    box: Box
+    window: tuple[int, int, int, int]
+    cut: WorkingCut | None
+    crop_mask: np.ndarray
+
+    def mask(self, height: int, width: int) -> np.ndarray:
+        """The result as an ``H x W bool`` image mask."""
+        return paste(self.crop_mask, self.window, height, width)
+
+
+def grabcut_box(image_ws: np.ndarray, box: Box, params: GrabCutParams | None = None) -> BoxCut:
+    """SegStudio's GrabCut on one box, returning its state (see :func:`fast_grabcut`)."""
+    params = params or GrabCutParams()
+    height, width = image_ws.shape[:2]
+    window, crop, box_in_crop = prepare_crop(image_ws, box, params.margin)
+    if box.area < MIN_REFINABLE_AREA:
+        return BoxCut(box, window, None, box_in_crop.copy())
+    cut = segment_working(crop, box_in_crop, params)
+    if not cut.foreground.any() and params.center_prior > 0:
+        # The prior can tip a low-contrast box into "all background"; a box always holds something.
+        cut = segment_working(crop, box_in_crop, replace(params, center_prior=0.0))
+    if not cut.foreground.any():
+        return BoxCut(box, window, cut, box_in_crop.copy())
+    return BoxCut(box, window, cut, finish_full_resolution(cut, cut.foreground, params))
+
+
 def fast_grabcut(image_ws: np.ndarray, box: Box, params: GrabCutParams | None = None) -> np.ndarray:
     """SegStudio's GrabCut: one box to a mask.
 
@@ -309,46 +368,231 @@ def fast_grabcut(image_ws: np.ndarray, box: Box, params: GrabCutParams | None = 
     Returns:
         ``H x W bool`` mask, never outside the box.
     """
+    return grabcut_box(image_ws, box, params).mask(*image_ws.shape[:2])
+
+
+STROKE_SHARE = 0.1  # stroke colours make up at least this share of the samples a colour model is updated with
+MAX_OUTSIDE_SAMPLES = 2000  # not-object pixels outside the crop added to the background model, at most
+PROXIMITY_STRENGTH = 30.0  # weight of a stroke's proximity prior
+PROXIMITY_REACH = 0.05  # its decay length, as a share of the working box diagonal (geodesic units)
+GEODESIC_CONTRAST = 1.0  # how much colour edges lengthen geodesic paths
+
+
+def _replicated(colors: np.ndarray, stroke: np.ndarray, share: float) -> np.ndarray:
+    """``colors`` plus the stroke colours repeated until they make up at least ``share`` of the result."""
+    if not len(stroke) or share <= 0:
+        return colors
+    repeats = max(1, int(np.ceil(share * len(colors) / ((1 - share) * len(stroke)))))
+    return np.concatenate([colors] + [stroke] * repeats)
+
+
+def geodesic_distance(small: np.ndarray, seeds: np.ndarray, contrast: float) -> np.ndarray:
+    """``hs x ws float64`` geodesic distance from the ``seeds`` (``hs x ws bool``, at least one) over the
+    working crop (``hs x ws x 3``): a step costs its length times ``1 + contrast * |gradient| / mean |gradient|``,
+    so paths across colour edges are long."""
+    from skimage.graph import MCP_Geometric
+
+    gy = np.zeros(small.shape[:2])
+    gx = np.zeros(small.shape[:2])
+    gy[1:-1] = (((small[2:] - small[:-2]) / 2) ** 2).sum(axis=2)
+    gx[:, 1:-1] = (((small[:, 2:] - small[:, :-2]) / 2) ** 2).sum(axis=2)
+    grad = np.sqrt(gx + gy)
+    cost = 1.0 + contrast * grad / max(float(grad.mean()), 1e-6)
+    distance, _ = MCP_Geometric(cost).find_costs([tuple(p) for p in np.argwhere(seeds)])
+    return distance
+
+
+@dataclass
+class Correction:
+    """A box's fast-GrabCut state after some correction strokes (working size).
+
+    Attributes:
+        foreground: ``hs x ws bool`` working-size segmentation.
+        fg_model, bg_model: the colour models.
+        toward_fg, toward_bg: ``hs * ws float32`` summed proximity priors of the object / not-object
+            strokes so far (extra background / foreground cost).
+    """
+
+    foreground: np.ndarray
+    fg_model: ColorGMM
+    bg_model: ColorGMM
+    toward_fg: np.ndarray
+    toward_bg: np.ndarray
+
+
+def start_correction(state: BoxCut) -> Correction | None:
+    """The state before any stroke: the box alone's segmentation and models (``None`` for a box too
+    small to model)."""
+    cut = state.cut
+    if cut is None:
+        return None
+    foreground = cut.foreground if cut.foreground.any() else cut.small_box  # the box itself was the answer
+    zeros = np.zeros(cut.small_box.size, np.float32)
+    return Correction(foreground.copy(), cut.fg_model, cut.bg_model, zeros, zeros)
+
+
+def _crop_hard(cut: WorkingCut, window: tuple[int, int, int, int], obj: np.ndarray, not_obj: np.ndarray):
+    """Full-resolution-crop and working-size versions of ``(object, not_object)`` image masks (object
+    pixels limited to the box)."""
+    x0, y0, x1, y1 = window
+    hard_full = (obj[y0:y1, x0:x1] & cut.box_in_crop, not_obj[y0:y1, x0:x1])
+    shape = cut.small_box.shape
+    hard_small = resize_hard(hard_full, (shape[1], shape[0])) if cut.scale < 1.0 else hard_full
+    return hard_full, (hard_small[0] & cut.small_box, hard_small[1])
+
+
+def apply_stroke(
+    image_ws: np.ndarray,
+    state: BoxCut,
+    previous: Correction,
+    obj: np.ndarray,
+    not_obj: np.ndarray,
+    stroke: np.ndarray,
+    positive: bool,
+    params: GrabCutParams | None = None,
+) -> Correction:
+    """One more correction stroke: a re-cut at the working size from the previous state.
+
+    1. The colour models are updated (one hard-EM step) from the previous segmentation plus every
+       stroke's colours, weighted to make up at least ``STROKE_SHARE`` of the samples (not-object pixels
+       outside the crop join the background model).
+    2. The new stroke adds a proximity prior, summed with those of the earlier strokes: near an object
+       stroke background costs up to ``PROXIMITY_STRENGTH`` more (near a not-object stroke, foreground),
+       decaying as ``exp(-geodesic distance / reach)``, the geodesic distance taken over the crop's colours
+       so that it stops at strong edges. A click then flips the homogeneous region around it, not only
+       its disk.
+    3. One graph cut over the working crop, stroke pixels fixed (infinite t-links), the box's centre
+       prior and smoothness as in the first cut.
+
+    Args:
+        image_ws: ``H x W x 3 uint8`` image in ``params.color_space``.
+        state: the box's :class:`BoxCut` (with a working-size cut).
+        previous: the state before this stroke (:func:`start_correction` for the first).
+        obj, not_obj: ``H x W bool`` pixels of every stroke so far, this one included.
+        stroke: ``H x W bool`` footprint of the new stroke; ``positive`` its kind.
+    """
+    params = params or GrabCutParams()
+    cut = state.cut
+    if cut is None:
+        raise InvalidInput("apply_stroke needs a box with a working-size cut (this box is too small to model)")
+    shape = cut.small_box.shape
+    _, (fg_small, bg_small) = _crop_hard(cut, state.window, obj, not_obj)
+    fg_hard, bg_hard = fg_small.ravel(), bg_small.ravel()
+    empty = np.zeros_like(stroke)
+    seed_pair = (
+        _crop_hard(cut, state.window, stroke, empty) if positive else _crop_hard(cut, state.window, empty, stroke)
+    )
+    seeds = seed_pair[1][0 if positive else 1]
+    colors = cut.small.reshape(-1, 3)
+    inside = cut.small_box.ravel()
+    labels = (previous.foreground.ravel() | fg_hard) & ~bg_hard
+
+    x0, y0, x1, y1 = state.window
+    outside = not_obj.copy()
+    outside[y0:y1, x0:x1] = False
+    extra_bg = image_ws[outside].astype(np.float64)
+    if len(extra_bg) > MAX_OUTSIDE_SAMPLES:
+        extra_bg = extra_bg[np.linspace(0, len(extra_bg) - 1, MAX_OUTSIDE_SAMPLES).astype(np.int64)]
+    fg_colors = _replicated(colors[labels & inside], colors[fg_hard], STROKE_SHARE)
+    bg_colors = _replicated(colors[~labels], np.concatenate([colors[bg_hard], extra_bg]), STROKE_SHARE)
+    fg_model = previous.fg_model.refit(fg_colors) if len(fg_colors) >= 2 * params.components else previous.fg_model
+    bg_model = previous.bg_model.refit(bg_colors) if len(bg_colors) >= 2 * params.components else previous.bg_model
+    toward_fg, toward_bg = previous.toward_fg, previous.toward_bg
+    if seeds.any():  # (a not-object stroke wholly outside the crop only teaches the background model)
+        ys, xs = np.nonzero(cut.small_box)
+        diagonal = float(np.hypot(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1))
+        geo = geodesic_distance(cut.small, seeds, GEODESIC_CONTRAST).ravel()
+        proximity = (PROXIMITY_STRENGTH * np.exp(-geo / max(PROXIMITY_REACH * diagonal, 1.0))).astype(np.float32)
+        if positive:
+            toward_fg = toward_fg + proximity
+        else:
+            toward_bg = toward_bg + proximity
+
+    first, second, distance = grid_pairs(*shape, params.connectivity)
+    weights = contrast_weights(colors, first, second, distance, params.gamma * cut.scale, cut.beta)
+    inside_colors = colors[inside]
+    cost_fg = np.full(len(colors), HARD)
+    cost_bg = np.zeros(len(colors))
+    cost_fg[inside] = ColorGMM.negative_log_likelihood(fg_model.component_log_likelihood(inside_colors))
+    cost_fg[inside] += _center_prior(cut.small_box, params.center_prior) + toward_bg[inside]
+    cost_bg[inside] = ColorGMM.negative_log_likelihood(bg_model.component_log_likelihood(inside_colors))
+    cost_bg[inside] += toward_fg[inside]
+    cost_fg[fg_hard], cost_bg[fg_hard] = 0.0, HARD
+    cost_fg[bg_hard], cost_bg[bg_hard] = HARD, 0.0
+    foreground = min_cut(cost_fg, cost_bg, first, second, weights).reshape(shape) & cut.small_box
+    return Correction(foreground, fg_model, bg_model, toward_fg, toward_bg)
+
+
+def finish_correction(
+    image_ws: np.ndarray, state: BoxCut, correction: Correction | None, obj: np.ndarray, not_obj: np.ndarray,
+    params: GrabCutParams | None = None,
+) -> np.ndarray:  # fmt: skip
+    """The full-resolution mask of a corrected box: :func:`finish_full_resolution` from the corrected
+    working-size state, stroke pixels fixed in every band.
+
+    Returns:
+        ``H x W bool`` mask inside the box, object pixels (inside the box) set, not-object pixels clear.
+    """
     params = params or GrabCutParams()
     height, width = image_ws.shape[:2]
-    if box.area < MIN_REFINABLE_AREA:
-        return box.mask(height, width)
-    window, crop, box_in_crop = prepare_crop(image_ws, box, params.margin)
-    cut = segment_working(crop, box_in_crop, params)
-    if not cut.foreground.any() and params.center_prior > 0:
-        # The prior can tip a low-contrast box into "all background"; a box always holds something.
-        cut = segment_working(crop, box_in_crop, replace(params, center_prior=0.0))
-    if not cut.foreground.any():
-        return box.mask(height, width)
-    return paste(finish_full_resolution(cut, cut.foreground, params), window, height, width)
+    box_full = state.box.mask(height, width)
+    if correction is None or state.cut is None:
+        return (state.mask(height, width) | (obj & box_full)) & ~not_obj
+    hard_full, _ = _crop_hard(state.cut, state.window, obj, not_obj)
+    working = replace(state.cut, foreground=correction.foreground, fg_model=correction.fg_model,
+                      bg_model=correction.bg_model)  # fmt: skip
+    crop_mask = finish_full_resolution(working, working.foreground, params, hard_full)
+    return (paste(crop_mask, state.window, height, width) | (obj & box_full)) & ~not_obj
 
 
-def opencv_grabcut(image_rgb: np.ndarray, box: Box, iterations: int = 5) -> np.ndarray:
+def opencv_grabcut(
+    image_rgb: np.ndarray,
+    box: Box,
+    iterations: int = 5,
+    obj: np.ndarray | None = None,
+    not_obj: np.ndarray | None = None,
+    initial: np.ndarray | None = None,
+) -> np.ndarray:
     """OpenCV's GrabCut at full resolution (the reference method).
 
     A box covering the whole image leaves OpenCV no background samples (it would assert): its outer
     one-pixel ring is then marked as background.
 
+    With corrections, as in OpenCV's own interactive sample: the mask starts from the previous result
+    (``initial``: probably-foreground on it, probably-background elsewhere in the box), stroke pixels are
+    ``GC_FGD`` / ``GC_BGD``, and ``cv2.grabCut`` runs again with ``GC_INIT_WITH_MASK`` (colour models
+    re-estimated from that mask, strokes included).
+
     Args:
         image_rgb: ``H x W x 3 uint8`` RGB.
+        obj, not_obj: ``H x W bool`` stroke pixels (object / not object), or ``None``.
+        initial: ``H x W bool`` previous result of the box alone, or ``None`` to start from the box.
 
     Returns:
-        ``H x W bool`` mask.
+        ``H x W bool`` mask, object stroke pixels inside the box set, not-object pixels clear.
     """
     import cv2
 
     height, width = image_rgb.shape[:2]
+    box_mask = box.mask(height, width)
+    obj = np.zeros((height, width), bool) if obj is None else obj & box_mask
+    not_obj = np.zeros((height, width), bool) if not_obj is None else not_obj
     if box.area < MIN_REFINABLE_AREA or min(height, width) < 3:
-        return box.mask(height, width)
+        return (box_mask | obj) & ~not_obj
     mask = np.full((height, width), cv2.GC_BGD, np.uint8)
     mask[box.y0 : box.y1, box.x0 : box.x1] = cv2.GC_PR_FGD
+    if initial is not None:
+        mask[box_mask & ~initial] = cv2.GC_PR_BGD
     if not (mask == cv2.GC_BGD).any():
         mask[[0, -1], :] = cv2.GC_BGD
         mask[:, [0, -1]] = cv2.GC_BGD
+    mask[obj] = cv2.GC_FGD
+    mask[not_obj] = cv2.GC_BGD
     bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
     bgr = cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR)
     try:
         cv2.grabCut(bgr, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:  # e.g. a single-colour box: nothing to separate, the box is the answer
-        return box.mask(height, width)
-    return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+        fallback = box_mask if initial is None else initial & box_mask
+        return (fallback | obj) & ~not_obj
+    return (((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)) | obj) & ~not_obj

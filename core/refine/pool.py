@@ -23,6 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
+from core.refine.corrections import Stroke
 from core.refine.refiner import BoxRefiner, RefineSettings, _PreparedImage
 from core.types import Box
 
@@ -50,8 +51,12 @@ class _ImageUnknown(Exception):
     """The worker no longer holds this image: send it again."""
 
 
-def _worker_refine(key: str, rgb: np.ndarray | None, box: Box, settings: RefineSettings) -> np.ndarray:
-    """Refine one box in a worker; returns the mask cropped to the box (``h x w bool``)."""
+def _worker_refine(
+    key: str, rgb: np.ndarray | None, box: Box, settings: RefineSettings, strokes: tuple[Stroke, ...] = ()
+) -> np.ndarray:
+    """Refine one box (with its correction strokes) in a worker; returns the mask cropped to the box
+    (``h x w bool``). The worker keeps what grabcut-fast learnt from the box, so corrections re-cut quickly
+    when they reach the same worker (boxes go preferably to the worker holding their image)."""
     global _WORKER_REFINER
     if _WORKER_REFINER is None:
         _WORKER_REFINER = BoxRefiner(images_kept=IMAGES_PER_WORKER, results_kept=8)
@@ -62,7 +67,7 @@ def _worker_refine(key: str, rgb: np.ndarray | None, box: Box, settings: RefineS
     elif key not in _WORKER_IMAGES:
         raise _ImageUnknown(key)
     _WORKER_IMAGES.move_to_end(key)
-    mask = _WORKER_REFINER.refine(_WORKER_IMAGES[key], box, settings)
+    mask = _WORKER_REFINER.refine(_WORKER_IMAGES[key], box, settings, strokes)
     return mask[box.y0 : box.y1, box.x0 : box.x1]
 
 
@@ -111,15 +116,19 @@ class WorkerPool:
             worker.pending += 1
             return worker
 
-    def cut(self, prepared: _PreparedImage, box: Box, settings: RefineSettings) -> np.ndarray:
-        """The mask of one box, cropped to it (``h x w bool``), cut in a worker."""
+    def cut(
+        self, prepared: _PreparedImage, box: Box, settings: RefineSettings, strokes: tuple[Stroke, ...] = ()
+    ) -> np.ndarray:
+        """The mask of one box (with its correction strokes), cropped to it (``h x w bool``), cut in a worker."""
         worker = self._pick(prepared.key)
         try:
             send = None if prepared.key in worker.images else prepared.rgb
             try:
-                crop = worker.executor.submit(_worker_refine, prepared.key, send, box, settings).result()
+                crop = worker.executor.submit(_worker_refine, prepared.key, send, box, settings, strokes).result()
             except _ImageUnknown:
-                crop = worker.executor.submit(_worker_refine, prepared.key, prepared.rgb, box, settings).result()
+                crop = worker.executor.submit(
+                    _worker_refine, prepared.key, prepared.rgb, box, settings, strokes
+                ).result()
             with self._lock:
                 worker.images[prepared.key] = None
                 worker.images.move_to_end(prepared.key)
@@ -173,14 +182,16 @@ class PooledRefiner(BoxRefiner):
         count = default_workers() if workers is None else workers
         self.pool = shared_pool(count) if count > 0 else None
 
-    def _run(self, prepared: _PreparedImage, box: Box, settings: RefineSettings) -> np.ndarray:
+    def _run(
+        self, prepared: _PreparedImage, box: Box, settings: RefineSettings, strokes: tuple[Stroke, ...] = ()
+    ) -> np.ndarray:
         if self.pool is None or settings.resolved_method not in POOLED_METHODS:
-            return super()._run(prepared, box, settings)
+            return super()._run(prepared, box, settings, strokes)
         try:
-            crop = self.pool.cut(prepared, box, settings)
+            crop = self.pool.cut(prepared, box, settings, strokes)
         except BrokenProcessPool:
             self.pool.reset()
-            return super()._run(prepared, box, settings)
+            return super()._run(prepared, box, settings, strokes)
         height, width = prepared.rgb.shape[:2]
         mask = np.zeros((height, width), dtype=bool)
         mask[box.y0 : box.y1, box.x0 : box.x1] = crop

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from core.device import DevicePolicy
+from core.errors import InvalidInput
 from core.types import Box
 
 SAM_MODEL_ID = "sam-vit-base"
@@ -54,25 +56,45 @@ class SamPredictor:
                 self._embeddings.popitem(last=False)
         return entry
 
-    def predict(self, image_key: str, image_rgb: np.ndarray, box: Box) -> np.ndarray:
-        """Foreground probability for one box prompt.
+    def predict(
+        self,
+        image_key: str,
+        image_rgb: np.ndarray,
+        box: Box,
+        points: Sequence[tuple[int, int]] = (),
+        labels: Sequence[int] = (),
+    ) -> np.ndarray:
+        """Foreground probability for one box prompt, with optional point prompts.
 
         Args:
             image_key: a hash identifying ``image_rgb`` (embeddings are cached under it).
             image_rgb: ``H x W x 3 uint8`` RGB.
             box: half-open pixel box.
+            points: ``(x, y)`` pixel positions of correction clicks (pixel centres are used).
+            labels: one per point: 1 for object, 0 for not object.
 
         Returns:
             ``H x W float32`` probability in ``[0, 1]``.
         """
         import torch
 
+        if len(points) != len(labels):
+            raise InvalidInput(f"{len(points)} prompt points but {len(labels)} labels; give one label per point")
         embedding, original_sizes, reshaped_sizes = self._embedding(image_key, image_rgb)
         # SAM's box corners are continuous coordinates: a half-open box [x0, x1) spans x0..x1.
-        prompt = self.processor(images=image_rgb, input_boxes=[[[box.x0, box.y0, box.x1, box.y1]]], return_tensors="pt")
+        extra = {}
+        if len(points):
+            extra = {"input_points": [[[[x + 0.5, y + 0.5] for x, y in points]]],
+                     "input_labels": [[[int(v) for v in labels]]]}  # fmt: skip
+        prompt = self.processor(images=image_rgb, input_boxes=[[[box.x0, box.y0, box.x1, box.y1]]], return_tensors="pt",
+                                **extra)  # fmt: skip
         boxes = prompt["input_boxes"].to(self.policy.device, self.policy.torch_dtype)
+        inputs = {"input_boxes": boxes}
+        if len(points):
+            inputs["input_points"] = prompt["input_points"].to(self.policy.device, self.policy.torch_dtype)
+            inputs["input_labels"] = prompt["input_labels"].to(self.policy.device)
         with torch.no_grad():
-            outputs = self.model(image_embeddings=embedding, input_boxes=boxes, multimask_output=False)
+            outputs = self.model(image_embeddings=embedding, multimask_output=False, **inputs)
         logits = self.processor.image_processor.post_process_masks(
             outputs.pred_masks.float().cpu(), original_sizes, reshaped_sizes, binarize=False
         )[0]

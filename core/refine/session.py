@@ -12,6 +12,12 @@ What nobody touched stays byte-identical: boxes loaded from disk keep the pixels
 changes only that box's pixels. A loaded box takes part in the overlap rule with its saved pixels, so a
 new larger box drawn over it does not swallow it.
 
+Correction strokes ("object" / "not object" strokes and clicks) belong to a box (:attr:`BoxEntry.strokes`):
+:meth:`AnnotationSession.add_correction` re-runs the box's method with all its strokes as hard constraints.
+They are part of every snapshot (undo / redo), of drafts, and of the box: re-refining it with another
+method applies the same strokes; moving or resizing it keeps the strokes that still fit (object strokes
+must stay inside the box).
+
 Manual edits are kept as an override layer, so re-refining a box or adding one keeps them. Every
 change pushes a snapshot (compressed) onto the undo stack; undo and redo never recompute anything.
 The whole state (undo and redo stacks included) round-trips through :meth:`AnnotationSession.to_draft`
@@ -30,7 +36,9 @@ import numpy as np
 
 from core.errors import InvalidInput
 from core.refine import touchup
+from core.refine.corrections import Stroke, as_strokes, check_strokes
 from core.refine.labelmap import border_band, paint_order
+from core.refine.methods import METHODS
 from core.refine.refiner import BoxRefiner, RefineSettings, as_rgb
 from core.types import Box, ClassSet
 
@@ -64,6 +72,7 @@ class BoxEntry:
         source: the box as loaded from disk, when this entry derives from one: its saved pixels are
             replaced once the entry is refined (or moved and refined).
         flag: ``""``, ``"empty mask"`` or ``"mask fills the box"``.
+        strokes: the box's correction strokes in drawing order (hard constraints of every re-cut).
     """
 
     box: Box
@@ -72,6 +81,7 @@ class BoxEntry:
     number: int = 0
     source: Box | None = None
     flag: str = ""
+    strokes: tuple[Stroke, ...] = ()
 
     @property
     def refined(self) -> bool:
@@ -293,7 +303,10 @@ class AnnotationSession:
         return label_map
 
     def _refined_entry(self, entry: BoxEntry, box: Box, settings: RefineSettings) -> BoxEntry:
-        mask = self.refiner.refine(self.image, box, settings)
+        if entry.strokes:
+            mask = self.refiner.refine(self.image, box, settings, entry.strokes)
+        else:  # (refiners without corrections, such as test doubles, take three arguments)
+            mask = self.refiner.refine(self.image, box, settings)
         crop = mask[box.y0 : box.y1, box.x0 : box.x1]
         return replace(entry, box=box, mask=_compress(crop), method=settings.resolved_method, flag=mask_flag(crop))
 
@@ -324,7 +337,7 @@ class AnnotationSession:
             entry = previous or BoxEntry(box, number=next_number)
             if previous is None:
                 next_number += 1
-            entry = replace(entry, box=box, mask=None, method="", flag="")
+            entry = replace(entry, box=box, mask=None, method="", flag="", strokes=_strokes_fitting(entry.strokes, box))
             entries[i] = self._refined_entry(entry, box, settings) if refine else entry
             self.focus = entry.number
         if tuple(entries) == self.entries:
@@ -391,6 +404,71 @@ class AnnotationSession:
             self.focus = int(numbers[-1])
         what = "all boxes" if numbers is None else ", ".join(f"#{n}" for n in numbers)
         return self._push(entries, self.current.overrides, f"refine {what} ({settings.resolved_method})")
+
+    def _settings_for(self, entry: BoxEntry) -> RefineSettings:
+        """The box's own method (the one that made its mask) with the session's parameters."""
+        if entry.method in METHODS and entry.method != self.settings.resolved_method:
+            return replace(self.settings, method=entry.method)
+        return self.settings
+
+    def strokes_of(self, number: int) -> tuple[Stroke, ...]:
+        """Box ``number``'s correction strokes, in drawing order."""
+        return self.entries[self._index_of(number)].strokes
+
+    def box_at(self, x: float, y: float) -> int | None:
+        """The number of the smallest box holding pixel ``(x, y)`` (where a stroke drawn there belongs), or
+        ``None`` when no box does."""
+        holding = [e for e in self.entries if e.box.x0 <= x < e.box.x1 and e.box.y0 <= y < e.box.y1]
+        return min(holding, key=lambda e: (e.box.area, e.number)).number if holding else None
+
+    def add_correction(
+        self, number: int, stroke: Stroke, positive: bool | None = None, *, settings: RefineSettings | None = None
+    ) -> np.ndarray:
+        """Add an "object" / "not object" stroke (or click) to box ``number`` and re-cut the box with all its
+        strokes as hard constraints (an undoable step); return the new label map.
+
+        Args:
+            stroke: the stroke in image pixel coordinates (see :class:`Stroke`; ``Stroke.click(x, y, positive)``
+                for a click).
+            positive: overrides the stroke's own kind when given.
+            settings: the method to re-cut with; default: the method that made the box's mask (the session's
+                default method for a box not refined yet), with the session's parameters.
+
+        Raises:
+            InvalidInput: no such box, or an object stroke that leaves the box (the message names both).
+        """
+        if not isinstance(stroke, Stroke):
+            got = type(stroke).__name__
+            raise InvalidInput(f"a correction is a Stroke (Stroke.click(x, y) for a click), got {got}")
+        if positive is not None:
+            stroke = replace(stroke, positive=bool(positive))
+        index = self._index_of(number)
+        entries = list(self.entries)
+        entry = entries[index]
+        strokes = entry.strokes + (stroke,)
+        height, width = self.shape
+        try:
+            check_strokes(strokes, entry.box, height, width)
+        except InvalidInput as error:
+            raise InvalidInput(f"box #{number}: {error}") from None
+        settings = settings or self._settings_for(entry)
+        entries[index] = self._refined_entry(replace(entry, strokes=strokes), entry.box, settings)
+        self.focus = int(number)
+        shape = "click" if len(stroke.points) == 1 else "stroke"
+        return self._push(entries, self.current.overrides,
+                          f"{stroke.kind} {shape} on #{number} ({settings.resolved_method})")  # fmt: skip
+
+    def clear_corrections(self, number: int, *, settings: RefineSettings | None = None) -> np.ndarray:
+        """Drop box ``number``'s correction strokes and re-cut it from the box alone (undoable)."""
+        index = self._index_of(number)
+        entries = list(self.entries)
+        entry = entries[index]
+        if not entry.strokes:
+            return self.label_map
+        settings = settings or self._settings_for(entry)
+        entries[index] = self._refined_entry(replace(entry, strokes=()), entry.box, settings)
+        self.focus = int(number)
+        return self._push(entries, self.current.overrides, f"clear corrections of #{number}")
 
     def set_options(
         self, *, overlap: str | None = None, ignore_band: int | None = None, rest: str | None = None
@@ -497,9 +575,12 @@ class AnnotationSession:
                 key = hashlib.sha1(entry.mask).hexdigest()[:20]
                 masks.setdefault(key, _b64(entry.mask))
             src = entry.source
-            return {"box": [entry.box.x0, entry.box.y0, entry.box.x1, entry.box.y1, entry.box.label], "mask": key,
-                    "method": entry.method, "number": entry.number, "flag": entry.flag,
-                    "source": None if src is None else [src.x0, src.y0, src.x1, src.y1, src.label]}  # fmt: skip
+            doc = {"box": [entry.box.x0, entry.box.y0, entry.box.x1, entry.box.y1, entry.box.label], "mask": key,
+                   "method": entry.method, "number": entry.number, "flag": entry.flag,
+                   "source": None if src is None else [src.x0, src.y0, src.x1, src.y1, src.label]}  # fmt: skip
+            if entry.strokes:
+                doc["strokes"] = [stroke.to_json() for stroke in entry.strokes]
+            return doc
 
         def snapshot_doc(s: Snapshot) -> dict:
             return {"entries": [entry_doc(e) for e in s.entries], "overrides": _b64(s.overrides), "action": s.action,
@@ -522,7 +603,8 @@ class AnnotationSession:
         def entry_of(d: dict) -> BoxEntry:
             src = d.get("source")
             return BoxEntry(Box(*d["box"]), masks[d["mask"]] if d.get("mask") else None, d.get("method", ""),
-                            int(d.get("number", 0)), Box(*src) if src else None, d.get("flag", ""))  # fmt: skip
+                            int(d.get("number", 0)), Box(*src) if src else None, d.get("flag", ""),
+                            as_strokes(d.get("strokes", [])))  # fmt: skip
 
         def snapshot_of(d: dict) -> Snapshot:
             return Snapshot(tuple(entry_of(e) for e in d["entries"]), base64.b64decode(d["overrides"]), None,
@@ -540,6 +622,13 @@ class AnnotationSession:
     def with_settings(self, settings: RefineSettings) -> AnnotationSession:
         """The same session using other default refinement settings (state shared)."""
         return replace(self, settings=settings)
+
+
+def _strokes_fitting(strokes: tuple[Stroke, ...], box: Box) -> tuple[Stroke, ...]:
+    """The strokes a moved or resized box keeps: every not-object stroke, and the object strokes whose points
+    all lie inside the new box."""
+    return tuple(s for s in strokes if not s.positive or all(box.x0 <= x < box.x1 and box.y0 <= y < box.y1
+                                                             for x, y in s.points))  # fmt: skip
 
 
 def _same_place(a: Box, b: Box) -> bool:

@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 TOUCH_UPS = {"Fill holes": "fill_holes", "Remove small blobs": "remove_small", "Open": "open", "Close": "close"}
 ERASE = "erase (background)"
 IGNORE = "ignore (255)"
+OBJECT_FIX = "✚ object: re-cut the box"
+NOT_OBJECT_FIX = "✖ not object: re-cut the box"
+CORRECTIONS = (OBJECT_FIX, NOT_OBJECT_FIX)  # brush choices that re-run the box's method instead of painting
+MAX_STROKE_POINTS = 4000  # a painted correction is sampled to at most this many brush positions
 CLASSIC_METHODS = ["auto", "grabcut-fast", "grabcut", "grabcut+crf", "densecrf"]
 DISPLAY_MAX_SIDE = 1280  # the annotator shows larger images downscaled (boxes are converted both ways)
 IDLE_S = 40.0  # editing sessions unused this long leave memory (their drafts stay in the workspace)
@@ -70,7 +74,7 @@ SHORTCUTS = {
 }
 SHORTCUT_HELP = {
     "ctrl+s": "save", "ctrl+enter": "save and next unlabelled", "n": "next sample", "p": "previous sample",
-    "b": "next box", "m": "next method",
+    "b": "next box", "m": "next method", "x": "correction brush (object ⇄ not object)",
 }  # fmt: skip
 # Installed once per page (studio/app.py adds it to the page's script). Acts only while the Annotate tab is shown.
 SHORTCUTS_JS = """
@@ -108,7 +112,7 @@ def _key_name(key: str) -> str:
 
 def shortcut_help(correction: bool = False) -> str:
     """The help line listing the shortcuts (the correction-mode key only when the tab has that control)."""
-    shown = dict(SHORTCUT_HELP, **({"x": "correction mode"} if correction else {}))
+    shown = {k: v for k, v in SHORTCUT_HELP.items() if correction or k != "x"}
     keys = " · ".join(f"<kbd>{_key_name(k)}</kbd> {html.escape(v)}" for k, v in shown.items())
     return f"<div class='shortcuts'>Keys: {keys} · single keys are off while you type in a field</div>"
 
@@ -303,6 +307,7 @@ class AnnotateController:
         path = previews.get(key)
         if path is None:
             view = overlay(session.image, session.label_map, self.classes, float(opacity), skip_ignore=not session.labelled)
+            view = _draw_corrections(view, session)
             if scale < 1:
                 from PIL import Image
 
@@ -355,8 +360,9 @@ class AnnotateController:
             b = entry.box
             state = entry.method if entry.refined else ("saved pixels" if entry.from_disk else "not refined")
             flag = f" · ⚠ {entry.flag}" if entry.flag else ""
+            fixes = f" · {len(entry.strokes)} correction{'s' if len(entry.strokes) != 1 else ''}" if entry.strokes else ""
             out.append((f"#{entry.number} {self.classes.names[b.label]} ({b.x0}, {b.y0})-({b.x1}, {b.y1}) · "
-                        f"{state}{flag}", entry.number))  # fmt: skip
+                        f"{state}{fixes}{flag}", entry.number))  # fmt: skip
         return out
 
     # ---- actions ---------------------------------------------------------------------------
@@ -505,8 +511,7 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
         prev_sample = gr.Button("◀ Previous sample", size="sm", elem_id="annotate-prev-sample", scale=0, min_width=150)
         next_sample = gr.Button("Next sample ▶", size="sm", elem_id="annotate-next-sample", scale=0, min_width=150)
     cycle_method = gr.Button("Next method", visible="hidden", elem_id="annotate-cycle-method")
-    # the correction-strokes control (issue 12) goes here with elem_id=CORRECTION_TOGGLE_ID: key X then toggles it,
-    # and shortcut_help(correction=True) lists the key
+    correction_mode = gr.Button("Correction brush", visible="hidden", elem_id=CORRECTION_TOGGLE_ID)  # key X
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=480):
             with gr.Row(elem_id="annotate-notice-row", visible=False) as notice_row:
@@ -556,7 +561,7 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
                 mark_review = gr.Button("Mark needs review", size="sm", elem_id="mark-review")
                 mark_done = gr.Button("Mark done", size="sm", elem_id="mark-done")
             saved = gr.Markdown(elem_id="save-status")
-            gr.HTML(shortcut_help(correction=False), elem_id="annotate-shortcuts")
+            gr.HTML(shortcut_help(correction=True), elem_id="annotate-shortcuts")
             with gr.Accordion("Touch-up", open=True):
                 with gr.Row():
                     size = gr.Slider(1, 41, value=5, step=2, label="Open / close kernel (px)", elem_id="kernel-size")
@@ -568,8 +573,9 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
                         label: gr.Button(label, size="sm", elem_id=f"touch-{op}") for label, op in TOUCH_UPS.items()
                     }
             with gr.Accordion("Brush", open=False, elem_id="brush") as brush_box:
-                brush_value = gr.Dropdown(choices=[*object_classes, ERASE, IGNORE], value=default_class,
-                                          label="Brush paints", elem_id="brush-value")  # fmt: skip
+                brush_value = gr.Dropdown(choices=[*CORRECTIONS, *object_classes, ERASE, IGNORE], value=default_class,
+                                          label="Brush paints (or corrects: the box's method re-cuts with the strokes)",
+                                          elem_id="brush-value")  # fmt: skip
                 editor = gr.ImageEditor(
                     type="numpy", label="Brush: paint strokes, then Apply", elem_id="brush-editor", sources=[],
                     transforms=(), layers=False, height=360, image_mode="RGBA",
@@ -578,6 +584,7 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
                 with gr.Row():
                     apply_brush = gr.Button("Apply strokes", size="sm", elem_id="apply-brush")
                     clear_edits = gr.Button("Clear manual edits", size="sm")
+                    clear_fixes = gr.Button("Clear this box's corrections", size="sm", elem_id="clear-corrections")
             with gr.Accordion("Method parameters", open=False, elem_id="method-params"):
                 controls = {
                     "iterations": gr.Slider(1, 20, value=6, step=1, label="GrabCut iterations (grabcut-fast)"),
@@ -744,12 +751,31 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
 
         return action
 
-    def on_brush(session, editor_image, paint_value):
+    def on_brush(session, editor_image, paint_value, picked):
         stroke = stroke_from_editor(editor_image, session.shape)
         if not stroke.any():
             raise InvalidInput("no brush strokes to apply: paint on the brush image first")
-        session.brush(stroke, brush_index(controller.classes, paint_value))
+        if paint_value in CORRECTIONS:
+            add_corrections(session, stroke, paint_value == OBJECT_FIX, picked)
+        else:
+            session.brush(stroke, brush_index(controller.classes, paint_value))
         return {editor: editor_value(session)}
+
+    def on_clear_corrections(session, number):
+        if number is None:
+            raise InvalidInput("pick a box in the Box list first")
+        session.clear_corrections(int(number))
+
+    def on_correction_mode(current, sample_id, browser, request: gr.Request):
+        """Key X: switch the brush to object corrections, then between object and not object."""
+        chosen = NOT_OBJECT_FIX if current == OBJECT_FIX else OBJECT_FIX
+        image = gr.skip()
+        if sample_id:
+            try:
+                image = editor_value(controller.session(editor_of(browser, request), sample_id))
+            except StudioError:
+                pass
+        return chosen, gr.Accordion(open=True), True, image
 
     def on_options(session, rule, band, rest_choice):
         session.set_options(overlap=rule, ignore_band=int(band), rest=rest_choice)
@@ -949,7 +975,12 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
     clear_edits.click(with_notice_row(editing(lambda s: s.clear_edits())), inputs=base, outputs=outputs)
     for label, op in TOUCH_UPS.items():
         touch_buttons[label].click(with_notice_row(editing(on_touch(op))), inputs=[*base, size, min_area], outputs=outputs)
-    apply_brush.click(with_notice_row(editing(on_brush)), inputs=[*base, editor, brush_value], outputs=outputs)
+    apply_brush.click(with_notice_row(editing(on_brush)), inputs=[*base, editor, brush_value, box_pick], outputs=outputs,
+                      **refine_kwargs)  # fmt: skip
+    clear_fixes.click(with_notice_row(editing(on_clear_corrections)), inputs=[*base, box_pick], outputs=outputs,
+                      **refine_kwargs)  # fmt: skip
+    correction_mode.click(on_correction_mode, inputs=[brush_value, sample_state, editor_id],
+                          outputs=[brush_value, brush_box, brush_open, editor], api_visibility="private")  # fmt: skip
     option_inputs = [*base, overlap, ignore_band, rest]
     overlap.input(with_notice_row(editing(on_options)), inputs=option_inputs, outputs=outputs)
     ignore_band.release(with_notice_row(editing(on_options)), inputs=option_inputs, outputs=outputs)
@@ -1023,6 +1054,66 @@ def settings_from_controls(method: str, params: dict) -> RefineSettings:
         method, grabcut=GrabCutParams(**grabcut), crf=DenseCRFParams(**crf),
         opencv_iterations=int(params.get("opencv_iterations", 5)),
     )  # fmt: skip
+
+
+STROKE_COLORS = {True: (40, 220, 60), False: (235, 40, 40)}  # object: green, not object: red
+
+
+def _draw_corrections(view: np.ndarray, session: AnnotationSession) -> np.ndarray:
+    """``view`` (``H x W x 3 uint8``) with every box's correction strokes shown: object green, not object red."""
+    from core.refine.corrections import rasterize_strokes
+
+    strokes = [stroke for entry in session.entries for stroke in entry.strokes]
+    if not strokes:
+        return view
+    shown = view.copy()
+    for positive, mask in zip((True, False), rasterize_strokes(strokes, *session.shape), strict=True):
+        shown[mask] = (0.3 * shown[mask] + 0.7 * np.array(STROKE_COLORS[positive])).astype(np.uint8)
+    return shown
+
+
+def add_corrections(session: AnnotationSession, painted: np.ndarray, positive: bool, picked: int | None) -> None:
+    """Add the painted pixels (``H x W bool``) to a box as correction strokes (one per connected piece) and
+    re-cut it. The box is the one under the strokes' centre, else the one picked in the Box list. Object
+    strokes are clipped to the box (a mask never leaves its box); not-object strokes may lie anywhere."""
+    ys, xs = np.nonzero(painted)
+    number = session.box_at(float(xs.mean()), float(ys.mean()))
+    if number is None:
+        number = int(picked) if picked is not None else None
+    if number is None:
+        raise InvalidInput("draw the correction over a box (or pick its box in the Box list): a correction "
+                           "re-cuts one box's mask")  # fmt: skip
+    box = next(e.box for e in session.entries if e.number == number)
+    if positive:
+        inside = np.zeros_like(painted)
+        inside[box.y0 : box.y1, box.x0 : box.x1] = True
+        painted = painted & inside
+        if not painted.any():
+            raise InvalidInput(f"the object strokes lie outside box #{number} ({box.x0}, {box.y0})-({box.x1}, {box.y1}); "
+                               "draw them inside it, or enlarge the box")  # fmt: skip
+    for stroke in strokes_from_painted(painted, positive):
+        session.add_correction(number, stroke)
+
+
+def strokes_from_painted(painted: np.ndarray, positive: bool) -> list:
+    """One :class:`core.refine.corrections.Stroke` per 8-connected piece of ``painted`` (``H x W bool``): its
+    pixels sampled on a grid (at most :data:`MAX_STROKE_POINTS` positions) drawn with a brush as wide as the
+    grid step, so the stroke covers what was painted (and at most a step more)."""
+    import cv2
+
+    from core.refine.corrections import Stroke
+
+    count, pieces = cv2.connectedComponents(painted.astype(np.uint8), connectivity=8)
+    strokes = []
+    for piece in range(1, count):
+        ys, xs = np.nonzero(pieces == piece)
+        step = max(1, int(np.ceil(np.sqrt(len(xs) / MAX_STROKE_POINTS))))
+        keep = (xs % step == 0) & (ys % step == 0)
+        if not keep.any():
+            keep[0] = True
+        points = tuple(zip(xs[keep].tolist(), ys[keep].tolist(), strict=True))
+        strokes.append(Stroke(points, positive=positive, radius=step if step > 1 else 0))
+    return strokes
 
 
 def brush_index(classes: ClassSet, choice: str) -> int:

@@ -146,3 +146,33 @@ def test_concurrent_sessions_on_one_sample_each_get_their_own_result(controller)
         assert [e.box for e in session.entries][-1] == boxes[editor]  # its own box, nobody else's
         assert len(value["boxes"]) == 2 and os.path.isfile(value["image"])
     assert len({value["image"] for _, value in results.values()}) == 6
+
+
+def test_brush_corrections_re_cut_the_box_under_them(controller):
+    from studio.tabs.annotate import MAX_STROKE_POINTS, add_corrections, strokes_from_painted
+
+    session = controller.session("ed", "chelsea")
+    session.refine()
+    cat = controller.classes.index_of("cat")
+    box = session.entries[0].box
+    before = session.label_map.copy()
+    painted = np.zeros(session.shape, bool)
+    cy, cx = (box.y0 + box.y1) // 2, (box.x0 + box.x1) // 2
+    painted[cy - 12 : cy + 12, cx - 30 : cx + 30] = True  # a "not object" stroke across the middle of the cat
+    assert (before[painted] == cat).mean() > 0.9
+    add_corrections(session, painted, False, None)
+    assert not (session.label_map[painted] == cat).any() and len(session.strokes_of(1)) == 1
+    assert "not object stroke on #1" in session.history[-1]
+    session.undo()
+    assert np.array_equal(session.label_map, before)
+    outside = np.zeros(session.shape, bool)
+    outside[100:120, box.x1 + 5 : box.x1 + 30] = True  # right of the cat's box (405 of 451 px wide)
+    with pytest.raises(InvalidInput, match="outside box #1"):
+        add_corrections(session, outside, True, 1)
+    big = np.ones((400, 400), bool)
+    strokes = strokes_from_painted(big, True)
+    assert len(strokes) == 1 and len(strokes[0].points) <= MAX_STROKE_POINTS and strokes[0].radius >= 1
+    empty = controller.session("ed2", "astronaut")
+    empty.set_boxes([])
+    with pytest.raises(InvalidInput, match="over a box"):
+        add_corrections(empty, painted, False, None)

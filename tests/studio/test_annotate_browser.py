@@ -90,3 +90,47 @@ def test_draw_refine_brush_compare_and_save(samples_copy, tmp_path):
     drawn = sample.boxes[1] if sample.boxes[0].area > sample.boxes[1].area else sample.boxes[0]
     inside = label[drawn.y0 : drawn.y1, drawn.x0 : drawn.x1]
     assert (inside == 15).mean() > 0.5 and set(np.unique(label)) <= {0, 15, 255}
+
+
+def test_a_not_object_stroke_removes_a_region_without_painting_pixels(samples_copy, tmp_path):
+    """Refine the cat's box, press X twice (correction brush: object, then not object), paint one stroke
+    across the cat, apply: the box is re-cut and the cat loses that region; no pixel was painted by hand."""
+    cat = 8
+    with (
+        running_studio("--data", str(samples_copy), "--workspace", str(tmp_path / "ws")) as url,
+        chromium_page(1400, 1300) as page,
+    ):
+        page.goto(url)
+        page.get_by_role("tab", name="Annotate").click()
+        page.locator("#annotate-sample input").click()
+        page.get_by_role("option", name="chelsea").click()
+        _wait_status(page, "chelsea · 1 boxes")
+        page.locator("#refine-all").click()
+        _wait_status(page, "refine all boxes (grabcut-fast)")
+        page.locator("#save").click()
+        _wait_status(page, "· saved ·")
+        before = DatasetStore(samples_copy).label_map("chelsea")
+
+        page.locator("body").click(position={"x": 5, "y": 5})  # keys go to the page, not a field
+        page.keyboard.press("x")
+        page.wait_for_function("(document.querySelector('#brush-value input') || {value: ''}).value.includes('object: re-cut')",
+                               timeout=20_000)  # fmt: skip
+        page.keyboard.press("x")
+        page.wait_for_function("(document.querySelector('#brush-value input') || {value: ''}).value.includes('not object')",
+                               timeout=20_000)  # fmt: skip
+        canvas = page.locator("#brush-editor canvas").first
+        canvas.wait_for(timeout=20_000)
+        canvas.scroll_into_view_if_needed()
+        page.wait_for_timeout(1000)  # the editor's image is drawn
+        _drag(page, canvas, (0.35, 0.5), (0.6, 0.5))
+        page.locator("#apply-brush").click()
+        _wait_status(page, "not object stroke on #1")
+        assert "1 correction" in page.locator("#box-pick input").input_value()
+        page.screenshot(path=str(tmp_path / "correction.png"), full_page=True)
+        page.locator("#save").click()
+        _wait_status(page, "· saved ·")
+
+    after = DatasetStore(samples_copy).label_map("chelsea")
+    removed = (before == cat) & (after != cat)
+    assert removed.sum() > 200  # the stroke's region left the cat
+    assert not ((before != cat) & (after == cat)).any() or ((before != cat) & (after == cat)).sum() < removed.sum()

@@ -91,4 +91,4 @@ def test_shortcuts_are_installed_and_listed():
         assert key not in SHORTCUTS
     assert "typing(event.target)" in SHORTCUTS_JS and '"n": "annotate-next-sample"' in SHORTCUTS_JS
     assert "<kbd>Ctrl+S</kbd> save" in shortcut_help() and "correction" not in shortcut_help()
-    assert "<kbd>X</kbd> correction mode" in shortcut_help(correction=True)
+    assert "<kbd>X</kbd> correction brush" in shortcut_help(correction=True)

@@ -9,6 +9,10 @@ The fast GrabCut does less work without dropping quality:
 3. bring the result back to full resolution edge-aware: upsample, then re-decide only a thin band
    around the boundary with a graph cut on full-resolution colours, the colour models frozen.
 
+What the box itself tells is used as well: the box is tight, so every row and column crossing it holds
+object pixels (the tightness prior, enforced by pinpointing, Lempitsky et al. 2009), and the object is
+one piece, so small islands are dropped. The working-size graph is built once and re-cut incrementally.
+
 On ``../shared/data/grabcut50`` this measures better than OpenCV's full-resolution GrabCut at a fraction
 of the time (``benchmarks/boxmask.py``).
 """
@@ -21,7 +25,7 @@ import numpy as np
 
 from core.errors import InvalidInput, require_all
 from core.refine.gmm import ColorGMM
-from core.refine.graph import HARD, band_cut, contrast_beta, contrast_weights, grid_pairs, min_cut
+from core.refine.graph import HARD, ReusableCut, band_cut, contrast_beta, contrast_weights, grid_pairs, min_cut
 from core.types import Box
 
 COLOR_SPACES = ("lab", "rgb")
@@ -48,6 +52,27 @@ class GrabCutParams:
             (``center_prior * r^2 / 2`` added to the foreground cost, ``r`` the elliptical radius in the box,
             1 on the box's edge midpoints). Loose boxes hold background near their borders; on grabcut50 this
             prior lifts mean IoU from 0.84 to 0.87.
+        tight_prior: the tightness prior of a box (Lempitsky et al. 2009): every row and column crossing the
+            box holds object pixels. After each working-size cut, on every such row / column without
+            foreground the most foreground-like pixel is made hard foreground and the cut is redone (their
+            "pinpointing"; one pass covers every line, since each pin lies on its line). Recovers thin parts
+            (legs, handles, tips) that the colour models alone lose, and the colour models re-learn from them.
+            Measured on grabcut50 in one process (parameters chosen on the even-indexed half by name): mean
+            IoU 0.868 -> 0.881 (held-out odd half 0.830 -> 0.846), error in the box 6.5 % -> 6.0 %, no
+            measurable cost in median time once the cut is incremental (:class:`ReusableCut`). Enforcing it
+            only after the last iteration, or only on the 10 % of lines nearest the edges, gains less.
+        tight_inset: rows / columns within this fraction of the box size from each edge are exempt from the
+            tightness prior, and pins stay inside the inset box: a drawn box leaves some slack (grabcut50's
+            rectangles sit about 5 % of the box outside the object on each side). 0.0-0.06 measured alike.
+        tight_smooth: Gaussian sigma (working pixels) applied to the foreground-minus-background unary
+            before choosing each line's pin, so pins land in foreground-coloured regions rather than on
+            single noisy pixels; 0 uses the raw unary (all 50: 0.878 at 0, 0.881 at 2).
+        min_piece: after the working-size cut, 8-connected foreground pieces smaller than this fraction of
+            the largest are dropped (0 keeps everything, 1 keeps only the largest). Pieces left by lone
+            pins go too, so with ``min_piece > 0`` a few box lines may end up empty. On top of the tightness
+            prior: tuning half 0.916 -> 0.920 (0.05 to 1.0 measured alike there), held-out half 0.8457 ->
+            0.8463, all 50 0.881 -> 0.883; alone it measured -0.004 on the held-out half (keeping only the
+            largest piece: -0.018), so its benefit is small and not settled.
     """
 
     iterations: int = 6
@@ -59,6 +84,10 @@ class GrabCutParams:
     color_space: str = "lab"
     band: float = 1.5
     center_prior: float = 3.0
+    tight_prior: bool = True
+    tight_inset: float = 0.04
+    tight_smooth: float = 2.0
+    min_piece: float = 0.1
 
     def __post_init__(self) -> None:
         checks = [
@@ -71,6 +100,9 @@ class GrabCutParams:
             (self.color_space in COLOR_SPACES, f"color_space must be one of {', '.join(COLOR_SPACES)}, got {self.color_space!r}"),
             (0 <= self.band <= 10, f"band must be 0..10 working pixels, got {self.band}"),
             (0 <= self.center_prior <= 50, f"center_prior must be 0..50, got {self.center_prior}"),
+            (0 <= self.tight_inset < 0.5, f"tight_inset must be 0..0.5 (a fraction of the box), got {self.tight_inset}"),
+            (0 <= self.tight_smooth <= 20, f"tight_smooth must be 0..20 working pixels, got {self.tight_smooth}"),
+            (0 <= self.min_piece <= 1, f"min_piece must be 0..1 (a fraction of the largest piece), got {self.min_piece}"),
         ]  # fmt: skip
         require_all(checks, "GrabCut")
 
@@ -156,6 +188,84 @@ def _center_prior(box_mask: np.ndarray, strength: float) -> np.ndarray:
     return strength * (u * u + v * v) / 2
 
 
+def _tight_lines(small_box: np.ndarray, inset: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The rows and columns the tightness prior covers and the region its pins may use (working size).
+
+    Returns:
+        ``(rows, cols, region)``: row and column indices of the box shrunk by ``inset`` of its size on each
+        side, and ``hs x ws bool`` that shrunk box; None when nothing is left of it.
+    """
+    ys, xs = np.nonzero(small_box)
+    if not len(ys):
+        return None
+    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+    iy, ix = int(round(inset * (y1 - y0 + 1))), int(round(inset * (x1 - x0 + 1)))
+    y0, y1, x0, x1 = y0 + iy, y1 - iy, x0 + ix, x1 - ix
+    if y1 < y0 or x1 < x0:
+        return None
+    region = np.zeros_like(small_box)
+    region[y0 : y1 + 1, x0 : x1 + 1] = True
+    return np.arange(y0, y1 + 1), np.arange(x0, x1 + 1), region & small_box
+
+
+def pinpoint(
+    foreground: np.ndarray, cost_fg: np.ndarray, cost_bg: np.ndarray, solve, shape: tuple[int, int],
+    lines: tuple[np.ndarray, np.ndarray, np.ndarray], smooth: float,
+) -> np.ndarray:  # fmt: skip
+    """Enforce the tightness prior on a cut (Lempitsky et al. 2009's pinpointing, all lines at once).
+
+    Every listed row / column without foreground gets its most foreground-like pixel (largest
+    ``cost_bg - cost_fg``, Gaussian-smoothed by ``smooth`` working pixels, inside the lines' region) as hard
+    foreground, and the cut is redone; afterwards every line holds foreground.
+
+    Args:
+        foreground: ``N bool`` current cut (flat, ``shape`` order).
+        cost_fg, cost_bg: ``N float`` unary costs the cut used.
+        solve: ``(cost_fg, cost_bg) -> N bool``, the cut.
+        lines: from :func:`_tight_lines`.
+
+    Returns:
+        ``N bool``, the cut with the pins.
+    """
+    rows, cols, region = lines
+    fg2d = foreground.reshape(shape)
+    missing_rows = rows[~fg2d[rows].any(axis=1)]
+    missing_cols = cols[~fg2d[:, cols].any(axis=0)]
+    if not len(missing_rows) and not len(missing_cols):
+        return foreground
+    import cv2
+
+    score = (cost_bg - cost_fg).reshape(shape)
+    if smooth > 0:
+        score = cv2.GaussianBlur(score.astype(np.float32), (0, 0), smooth).astype(np.float64)
+    score = np.where(region, score, -np.inf)
+    width = shape[1]
+    pins = np.concatenate([
+        missing_rows * width + score[missing_rows].argmax(axis=1),
+        score[:, missing_cols].argmax(axis=0) * width + missing_cols,
+    ])  # fmt: skip
+    cost_fg, cost_bg = cost_fg.copy(), cost_bg.copy()
+    cost_fg[pins] = 0.0
+    cost_bg[pins] = HARD
+    return solve(cost_fg, cost_bg)
+
+
+def keep_pieces(foreground: np.ndarray, min_piece: float) -> np.ndarray:
+    """Drop 8-connected foreground pieces smaller than ``min_piece`` times the largest (``H x W bool``)."""
+    if min_piece <= 0 or not foreground.any():
+        return foreground
+    import cv2
+
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(foreground.astype(np.uint8), connectivity=8)
+    if count <= 2:
+        return foreground
+    areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+    areas[0] = 0.0  # background
+    keep = areas >= min_piece * areas[1:].max()
+    keep[0] = False
+    return keep[labels]
+
+
 def segment_working(crop: np.ndarray, box_in_crop: np.ndarray, params: GrabCutParams) -> WorkingCut:
     """Steps 1-2: colour models and cuts at the working size.
 
@@ -184,6 +294,9 @@ def segment_working(crop: np.ndarray, box_in_crop: np.ndarray, params: GrabCutPa
     inside_colors = colors[inside]
     foreground = inside.copy()
     prior_fg = _center_prior(small_box, params.center_prior)
+    lines = _tight_lines(small_box, params.tight_inset) if params.tight_prior else None
+    # The edges never change between iterations: build the graph once, re-cut incrementally.
+    solve = ReusableCut(len(colors), first, second, weights).solve
     for iteration in range(params.iterations):
         fg_ll = fg_model.component_log_likelihood(inside_colors)
         bg_ll_inside = bg_model.component_log_likelihood(inside_colors)
@@ -191,7 +304,9 @@ def segment_working(crop: np.ndarray, box_in_crop: np.ndarray, params: GrabCutPa
         cost_bg = np.zeros(len(colors))
         cost_fg[inside] = ColorGMM.negative_log_likelihood(fg_ll) + prior_fg
         cost_bg[inside] = ColorGMM.negative_log_likelihood(bg_ll_inside)
-        previous, foreground = foreground, min_cut(cost_fg, cost_bg, first, second, weights)
+        previous, foreground = foreground, solve(cost_fg, cost_bg)
+        if lines is not None:
+            foreground = pinpoint(foreground, cost_fg, cost_bg, solve, small_box.shape, lines, params.tight_smooth)
         changed = np.count_nonzero(previous != foreground)
         if iteration == params.iterations - 1 or (iteration > 0 and changed <= CONVERGED_FRACTION * len(foreground)):
             break
@@ -355,6 +470,7 @@ def grabcut_box(image_ws: np.ndarray, box: Box, params: GrabCutParams | None = N
         cut = segment_working(crop, box_in_crop, replace(params, center_prior=0.0))
     if not cut.foreground.any():
         return BoxCut(box, window, cut, box_in_crop.copy())
+    cut.foreground = keep_pieces(cut.foreground, params.min_piece)
     return BoxCut(box, window, cut, finish_full_resolution(cut, cut.foreground, params))
 
 

@@ -145,3 +145,40 @@ def band_cut(
     out = fixed_labels.copy()
     out[free_idx] = labels
     return out.reshape(height, width)
+
+
+class ReusableCut:
+    """Repeated minimum cuts over fixed pairwise edges whose unary costs change between solves.
+
+    The graph and its edges are built once; each :meth:`solve` adds only the change of every node's
+    terminal capacities and resumes the max-flow from the previous residual graph and search trees
+    (dynamic graph cuts, Kohli & Torr 2005; the changed nodes are marked for the tree reuse). Building
+    the edges costs several times more than the cut itself on a GrabCut-sized grid (about 5 ms against
+    1 ms at 160 x 120), so GrabCut's iterations and the tightness prior's re-cuts get cheaper. The
+    result is a minimum cut of the current costs, as from :func:`min_cut`.
+    """
+
+    def __init__(self, count: int, first: np.ndarray, second: np.ndarray, weights: np.ndarray):
+        self.graph = maxflow.Graph[float](count, len(first))
+        self.nodes = self.graph.add_nodes(count)
+        if len(first):
+            self.graph.add_edges(first, second, weights, weights)
+        # Only cost_bg - cost_fg matters to the cut (a common shift of both is a constant).
+        self.difference = np.zeros(count)
+        self.solved = False
+
+    def solve(self, cost_fg: np.ndarray, cost_bg: np.ndarray) -> np.ndarray:
+        """Same contract as :func:`min_cut`, for this graph's edges: ``N bool``, True for foreground."""
+        difference = np.asarray(cost_bg, dtype=np.float64) - cost_fg
+        delta = difference - self.difference
+        changed = np.flatnonzero(delta)
+        if len(changed) or not self.solved:
+            step = delta[changed]
+            # A node cut from the source (foreground) pays the source capacity, as in min_cut.
+            self.graph.add_grid_tedges(self.nodes[changed], np.maximum(step, 0.0), np.maximum(-step, 0.0))
+            self.difference = difference
+            if self.solved and len(changed):
+                self.graph.mark_grid_nodes(self.nodes[changed])
+            self.graph.maxflow(reuse_trees=self.solved)
+            self.solved = True
+        return ~self.graph.get_grid_segments(self.nodes)

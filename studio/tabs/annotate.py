@@ -592,6 +592,8 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State, editor_id: gr.Bro
                         0, 640, value=160, step=40, label="Working size, px (0 = full resolution)"
                     ),
                     "center_prior": gr.Slider(0, 10, value=3, step=0.5, label="Centre prior strength"),
+                    "tight_prior": gr.Checkbox(value=True, label="Tight box: every row and column of the box holds "
+                                                                "object (grabcut-fast)"),  # fmt: skip
                     "opencv_iterations": gr.Slider(1, 20, value=5, step=1, label="OpenCV GrabCut iterations"),
                     "crf_iterations": gr.Slider(1, 20, value=5, step=1, label="CRF iterations"),
                     "bilateral_sxy": gr.Slider(5, 200, value=60, step=5, label="CRF appearance kernel width (px)"),
@@ -1040,7 +1042,9 @@ def _param_setter(name: str):
 
 def settings_from_controls(method: str, params: dict) -> RefineSettings:
     """:class:`RefineSettings` for ``method`` with the tab's parameter values (defaults where unset)."""
-    grabcut = {k: params[k] for k in ("iterations", "working_size", "center_prior") if k in params}
+    grabcut = {k: params[k] for k in ("iterations", "working_size", "center_prior", "tight_prior") if k in params}
+    if "tight_prior" in grabcut:
+        grabcut["tight_prior"] = bool(grabcut["tight_prior"])
     if "working_size" in grabcut:
         grabcut["working_size"] = int(grabcut["working_size"])
     if "iterations" in grabcut:

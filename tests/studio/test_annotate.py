@@ -176,3 +176,11 @@ def test_brush_corrections_re_cut_the_box_under_them(controller):
     empty.set_boxes([])
     with pytest.raises(InvalidInput, match="over a box"):
         add_corrections(empty, painted, False, None)
+
+
+def test_method_parameters_reach_the_settings():
+    from studio.tabs.annotate import settings_from_controls
+
+    loose = settings_from_controls("grabcut-fast", {"tight_prior": False, "working_size": 200.0, "iterations": 4.0})
+    assert loose.grabcut.tight_prior is False and loose.grabcut.working_size == 200 and loose.grabcut.iterations == 4
+    assert settings_from_controls("auto", {}).grabcut.tight_prior is True

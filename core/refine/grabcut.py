@@ -229,8 +229,8 @@ def pinpoint(
     """
     rows, cols, region = lines
     fg2d = foreground.reshape(shape)
-    missing_rows = rows[~fg2d[rows].any(axis=1)]
-    missing_cols = cols[~fg2d[:, cols].any(axis=0)]
+    missing_rows = rows[~fg2d[rows].any(axis=1) & region[rows].any(axis=1)]  # (a line may have no place left)
+    missing_cols = cols[~fg2d[:, cols].any(axis=0) & region[:, cols].any(axis=0)]
     if not len(missing_rows) and not len(missing_cols):
         return foreground
     import cv2
@@ -248,6 +248,15 @@ def pinpoint(
     cost_fg[pins] = 0.0
     cost_bg[pins] = HARD
     return solve(cost_fg, cost_bg)
+
+
+def _lines_left_by(lines: tuple[np.ndarray, np.ndarray, np.ndarray], not_object: np.ndarray):
+    """The tightness lines a correction leaves: rows and columns crossing a not-object stroke are exempt (the
+    annotator has said where the box is loose), and pins never land on not-object pixels."""
+    rows, cols, region = lines
+    rows = rows[~not_object[rows].any(axis=1)]
+    cols = cols[~not_object[:, cols].any(axis=0)]
+    return rows, cols, region & ~not_object
 
 
 def keep_pieces(foreground: np.ndarray, min_piece: float) -> np.ndarray:
@@ -635,7 +644,12 @@ def apply_stroke(
     cost_bg[inside] += toward_fg[inside]
     cost_fg[fg_hard], cost_bg[fg_hard] = 0.0, HARD
     cost_fg[bg_hard], cost_bg[bg_hard] = HARD, 0.0
-    foreground = min_cut(cost_fg, cost_bg, first, second, weights).reshape(shape) & cut.small_box
+    foreground = min_cut(cost_fg, cost_bg, first, second, weights)
+    lines = _tight_lines(cut.small_box, params.tight_inset) if params.tight_prior else None
+    if lines is not None:
+        foreground = pinpoint(foreground, cost_fg, cost_bg, lambda f, b: min_cut(f, b, first, second, weights), shape,
+                              _lines_left_by(lines, bg_hard.reshape(shape)), params.tight_smooth)  # fmt: skip
+    foreground = foreground.reshape(shape) & cut.small_box
     return Correction(foreground, fg_model, bg_model, toward_fg, toward_bg)
 
 

@@ -98,3 +98,17 @@ def test_reusable_cut_matches_fresh_cuts_as_costs_change():
 def test_new_fields_are_validated(field, value):
     with pytest.raises(InvalidInput):
         GrabCutParams(**{field: value})
+
+
+def test_corrections_keep_the_tightness_prior_except_where_the_annotator_said_not_object():
+    from core.refine.corrections import Stroke
+    from core.refine.refiner import BoxRefiner, RefineSettings
+
+    image, box = _thin_leg_scene()
+    refiner = BoxRefiner()
+    settings = RefineSettings("grabcut-fast", grabcut=GrabCutParams(working_size=0))
+    top = Stroke(((box.x0 - 5, 22), (box.x1 + 5, 22)), positive=False, radius=2)  # rows 20-24: the box is loose there
+    mask = refiner.refine(image, box, settings, strokes=[top])
+    assert not mask[20:25].any()  # the not-object rows stay empty: no pin brings them back
+    rows, cols = _box_lines_covered(mask[25:], Box(box.x0, 0, box.x1, box.y1 - 25), inset=0.04)
+    assert rows.all() and cols.all()  # every other line of the box still holds the object (the leg included)

@@ -1,7 +1,7 @@
 """``segstudio <command>``: a thin command line over the engine.
 
 Commands: ``studio`` (open the browser studio), ``models`` (which model weights are present and where
-they belong), ``info`` (what a dataset folder holds). Errors a user can cause print one line naming
+they belong), ``info`` (what a dataset folder holds), ``train`` (a GAN on a dataset, resumable), and more. Errors a user can cause print one line naming
 the problem and exit with status 2; nothing prints a traceback for them.
 
 The ``studio`` command lives in the ``studio`` package, which plugs itself in through the
@@ -455,6 +455,28 @@ def _composite_samples(dataset, args: argparse.Namespace, skipped):
     return [m for m in made if m is not None]
 
 
+def _run_train(args: argparse.Namespace) -> int:
+    from core.train.config import TrainConfig
+    from core.train.trainer import train
+
+    overrides = {k: v for k, v in {"size": args.size, "steps": args.steps, "batch": args.batch, "seed": args.seed,
+                                   "width": args.width, "sample_every": args.sample_every,
+                                   "checkpoint_every": args.checkpoint_every, "device": args.device}.items()
+                 if v is not None}  # fmt: skip
+    config = TrainConfig.for_kind(args.kind, args.data, **overrides)
+    last = [-1.0]
+
+    def report(fraction: float | None, message: str = "") -> None:
+        if fraction is not None and (fraction >= 1.0 or fraction - last[0] >= 0.01):
+            last[0] = fraction
+            print(message, file=sys.stderr, flush=True)
+
+    result = train(config, args.out, progress=report, resume=args.resume)
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
+    print(f"trained {args.kind} to step {result.step} in {args.out} ({result.steps_per_second:.2f} steps/s; {losses})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``segstudio`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="segstudio", description="Annotation and augmentation studio for semantic segmentation.")  # fmt: skip
@@ -613,6 +635,21 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--min-score", type=float, default=None, help="only samples scoring at least this")
     review.add_argument("--max-score", type=float, default=None, help="only samples scoring at most this")
     review.set_defaults(handler=_review)
+
+    tr = sub.add_parser("train", help="train a GAN on a dataset: label2image (image for a label map) or pair")
+    tr.add_argument("--kind", choices=["label2image", "pair"], required=True)
+    tr.add_argument("--data", required=True, metavar="DIR", help="dataset folder with label maps")
+    tr.add_argument("--out", required=True, metavar="RUN", help="run folder (config, log, grids, checkpoints)")
+    tr.add_argument("--size", type=int, default=None, help="square training side, a power of two (default 128)")
+    tr.add_argument("--steps", type=int, default=None, metavar="N", help="generator steps in all (default 1000)")
+    tr.add_argument("--batch", type=int, default=None, metavar="B", help="samples per step (default 8)")
+    tr.add_argument("--seed", type=int, default=None, help="seed of initialisation, batches and noise (default 0)")
+    tr.add_argument("--width", type=int, default=None, help="base channel count of the networks (default 32)")
+    tr.add_argument("--sample-every", type=int, default=None, metavar="K", help="sample grid every K steps")
+    tr.add_argument("--checkpoint-every", type=int, default=None, metavar="K", help="checkpoint every K steps")
+    tr.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    tr.add_argument("--resume", action="store_true", help="continue the run in RUN from its latest checkpoint")
+    tr.set_defaults(handler=_run_train)
 
     info = sub.add_parser("info", help="summarise a dataset folder, with its samples counted by status")
     info.add_argument("dir", metavar="DIR")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
-from torch.nn import functional as F
+if TYPE_CHECKING:
+    import torch
+    from torch.nn import functional as F  # noqa: F401
+
 
 
 def _flat_mix(eps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -29,6 +32,7 @@ def gradient_penalty(
     Returns:
         the penalty, a scalar (differentiable with respect to the critic's parameters).
     """
+    import torch
     reals = real if isinstance(real, tuple) else (real,)
     fakes = fake if isinstance(fake, tuple) else (fake,)
     mixed = tuple((_flat_mix(eps, r) * r.detach() + (1 - _flat_mix(eps, r)) * f.detach()).requires_grad_(True)
@@ -59,6 +63,7 @@ def class_balance_weights(labels: torch.Tensor, num_classes: int, ignore_index: 
     Returns:
         ``B x H x W float32``.
     """
+    import torch
     valid = labels != ignore_index
     safe = torch.where(valid, labels, torch.zeros_like(labels))
     counts = torch.bincount(safe[valid].reshape(-1), minlength=num_classes).to(torch.float32)
@@ -70,6 +75,7 @@ def class_balance_weights(labels: torch.Tensor, num_classes: int, ignore_index: 
 
 
 def _weighted_ce(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    from torch.nn import functional as F
     ce = F.cross_entropy(logits.float(), target, reduction="none")
     return (ce * weights).sum() / weights.numel()
 
@@ -82,6 +88,7 @@ def oasis_real_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
         logits: ``B x (N + 1) x H x W``.
         labels: ``B x H x W`` long.
     """
+    import torch
     num_classes = logits.shape[1] - 1
     weights = class_balance_weights(labels, num_classes, ignore_index)
     target = torch.where(labels == ignore_index, torch.zeros_like(labels), labels)
@@ -90,6 +97,8 @@ def oasis_real_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
 
 def oasis_fake_loss(logits: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of every pixel of a generated image against the fake class (channel ``N``)."""
+    import torch
+    from torch.nn import functional as F
     target = torch.full(
         (logits.shape[0], *logits.shape[2:]), logits.shape[1] - 1, dtype=torch.long, device=logits.device
     )
@@ -107,6 +116,8 @@ def labelmix_loss(
         real, fake: ``B x 3 x H x W`` images; labels ``B x H x W`` long; ``generator`` draws which classes
             come from the real image (on the CPU, for reproducibility).
     """
+    import torch
+    from torch.nn import functional as F
     pick = torch.randint(0, 2, (labels.shape[0], 256), generator=generator).to(labels.device)
     mask = torch.gather(pick, 1, labels.reshape(labels.shape[0], -1)).reshape(labels.shape).unsqueeze(1).to(real.dtype)
     mixed = mask * real + (1 - mask) * fake.detach()

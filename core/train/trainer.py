@@ -20,15 +20,16 @@ ends bitwise equal to an uninterrupted one.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from core.errors import Cancelled, InvalidInput
 from core.io.atomic import atomic_write, atomic_write_text
@@ -44,6 +45,10 @@ from core.train.losses import (
     wgan_generator_loss,
 )
 from core.train.nets import build_networks
+
+if TYPE_CHECKING:
+    import torch
+    from torch.nn import functional as F  # noqa: F401
 
 CHECKPOINT_FILE = "checkpoint.json"
 NET_FILES = {"generator": "generator.safetensors", "generator_ema": "generator_ema.safetensors",
@@ -70,18 +75,21 @@ def sha256_file(path: Path) -> str:
 
 def to_image_tensor(images: np.ndarray, device) -> torch.Tensor:
     """``B x H x W x 3 uint8`` -> ``B x 3 x H x W float32`` in ``[-1, 1]``."""
+    import torch
     t = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float()
     return t / 127.5 - 1.0
 
 
 def to_uint8_images(images: torch.Tensor) -> np.ndarray:
     """``B x 3 x H x W`` in ``[-1, 1]`` -> ``B x H x W x 3 uint8``."""
+    import torch
     x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def present_mask(num_classes: int, present: list[int], device) -> torch.Tensor:
     """``C`` additive mask: 0 for the dataset's present classes, -1e4 for the others."""
+    import torch
     mask = torch.full((num_classes,), -1e4, device=device)
     mask[torch.as_tensor(present, device=device)] = 0.0
     return mask
@@ -89,11 +97,13 @@ def present_mask(num_classes: int, present: list[int], device) -> torch.Tensor:
 
 def pair_scores(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Class probabilities over the present classes (absent ones ~0): ``B x C x H x W`` float32."""
+    import torch
     return torch.softmax(logits.float() + mask.view(1, -1, 1, 1), dim=1)
 
 
 def pair_labels(logits: torch.Tensor, present: list[int]) -> torch.Tensor:
     """Argmax over the present classes only, as class indices: ``B x H x W`` uint8."""
+    import torch
     idx = torch.as_tensor(present, device=logits.device)
     choice = logits[:, idx].argmax(dim=1)
     return idx[choice].to(torch.uint8)
@@ -102,6 +112,19 @@ def pair_labels(logits: torch.Tensor, present: list[int]) -> torch.Tensor:
 def spatial_noise(z: torch.Tensor, size: int) -> torch.Tensor:
     """OASIS's 3D noise: ``B x z_dim`` broadcast to ``B x z_dim x size x size``."""
     return z[:, :, None, None].expand(-1, -1, size, size)
+
+
+def _no_grad(method):
+    """``torch.no_grad()`` as a decorator, without importing torch when this module is imported."""
+
+    @functools.wraps(method)
+    def run(*args, **kwargs):
+        import torch
+
+        with torch.no_grad():
+            return method(*args, **kwargs)
+
+    return run
 
 
 @dataclass
@@ -120,6 +143,8 @@ class _Run:
     """Networks, optimizers and data of one run, on one device."""
 
     def __init__(self, config: TrainConfig, data: TrainData):
+        import torch
+
         from core.device import resolve_policy
 
         self.config, self.data = config, data
@@ -144,15 +169,18 @@ class _Run:
     # ---- one step -------------------------------------------------------------------------
 
     def autocast(self):
+        import torch
         return torch.autocast("cuda", dtype=torch.float16, enabled=self.amp)
 
     def _real(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        import torch
         images, labels = self.data.batch(index, self.config.batch, self.config.seed)
         real = to_image_tensor(images, self.device)
         onehot = torch.from_numpy(one_hot(labels, self.num_classes)).to(self.device)
         return real, onehot, torch.from_numpy(labels.astype(np.int64)).to(self.device)
 
     def _noise(self, gen: torch.Generator, batch: int) -> torch.Tensor:
+        import torch
         return torch.randn(batch, self.config.z_dim, generator=gen).to(self.device)
 
     def _update(self, opt, scaler, loss) -> None:
@@ -162,12 +190,14 @@ class _Run:
         scaler.update()
 
     def step(self, step: int) -> dict:
+        import torch
         gen = torch.Generator().manual_seed(step_seed(self.config.seed, step))
         losses = self._pair_step(step, gen) if self.config.kind == "pair" else self._label2image_step(step, gen)
         self._update_ema(step)
         return losses
 
     def _pair_step(self, step: int, gen: torch.Generator) -> dict:
+        import torch
         cfg, b = self.config, self.config.batch
         for k in range(cfg.n_critic):
             real, onehot, _ = self._real(step * cfg.n_critic + k)
@@ -191,6 +221,7 @@ class _Run:
         return {"critic": loss_d.item(), "wasserstein": -wd.item(), "gp": gp.item(), "generator": loss_g.item()}
 
     def _label2image_step(self, step: int, gen: torch.Generator) -> dict:
+        import torch
         cfg, b, s = self.config, self.config.batch, self.config.size
         real, onehot, labels = self._real(step)
         with torch.no_grad(), self.autocast():
@@ -215,7 +246,7 @@ class _Run:
         return {"d_real": loss_real.item(), "d_fake": loss_fake.item(), "labelmix": loss_lm.item(),
                 "generator": loss_g.item()}  # fmt: skip
 
-    @torch.no_grad()
+    @_no_grad
     def _update_ema(self, step: int) -> None:
         decay = min(self.config.ema_decay, (1 + step) / (10 + step))
         for pe, p in zip(self.g_ema.parameters(), self.g.parameters(), strict=True):
@@ -226,6 +257,7 @@ class _Run:
     # ---- checkpoints ----------------------------------------------------------------------------
 
     def save(self, run_dir: Path, step: int) -> Path:
+        import torch
         from safetensors.torch import save_file
 
         folder = run_dir / "checkpoints" / f"step_{step:06d}"
@@ -256,6 +288,7 @@ class _Run:
         return folder
 
     def load(self, run_dir: Path) -> int:
+        import torch
         from safetensors.torch import load_file
 
         doc = read_checkpoint(run_dir)
@@ -272,9 +305,11 @@ class _Run:
 
     # ---- samples ----------------------------------------------------------------------------------
 
-    @torch.no_grad()
+    @_no_grad
     def sample_grid(self, fixed_maps: np.ndarray) -> np.ndarray:
         """Images beside their colourised label maps from the EMA generator with the run's fixed noise."""
+        import torch
+
         from core.viz import colorize, grid
 
         cfg = self.config
@@ -294,6 +329,7 @@ class _Run:
 
 
 def _rng_state() -> dict:
+    import torch
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos),
              int(has_gauss), float(cached)], "python": random.getstate()}  # fmt: skip
@@ -303,6 +339,7 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(state: dict) -> None:
+    import torch
     torch.set_rng_state(state["torch"].cpu())
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
@@ -373,6 +410,7 @@ def train(
             dataset has no usable labelled sample.
         Cancelled: ``cancel`` was set.
     """
+    import torch
     report = progress or no_progress
     run_dir = Path(out_dir)
     has_ckpt = (run_dir / CHECKPOINT_FILE).is_file()

@@ -406,13 +406,9 @@ def composite_sample(library, request: CompositeRequest, index: int, seed_sequen
 def composite_or_skip(library, request: CompositeRequest, index: int):
     """:func:`composite_sample`, or ``None`` when nothing fitted (reported in ``library.skipped``): one failed
     composite never stops a batch."""
-    from core.store import Problem
+    from core.labels.recombine import made_or_skipped
 
-    try:
-        return composite_sample(library, request, index)
-    except SampleProblem as exc:
-        library.skipped.add(Problem("", str(exc), f"composite_{index:06d}"))
-        return None
+    return made_or_skipped(library, f"composite_{index:06d}", composite_sample, request, index)
 
 
 def _known_objects(library, background_id: str, labels, stuff: tuple[int, ...], background_overlap: float):

@@ -326,12 +326,18 @@ def recombine(
 def recombine_or_skip(library: RegionLibrary, request: RecombineRequest, index: int) -> RecombinedSample | None:
     """:func:`recombine_one`, or ``None`` when no region fitted (reported in ``library.skipped``): one failed
     result never stops a batch."""
+    return made_or_skipped(library, f"{request.mode}_{index:06d}", recombine_one, request, index)
+
+
+def made_or_skipped(library: RegionLibrary, result_id: str, make, *args) -> RecombinedSample | None:
+    """``make(library, *args)``, or ``None`` when it raised :class:`SampleProblem` (recorded in
+    ``library.skipped`` under ``result_id``): shared by recombination and compositing batches."""
     from core.store import Problem
 
     try:
-        return recombine_one(library, request, index)
+        return make(library, *args)
     except SampleProblem as exc:
-        library.skipped.add(Problem("", str(exc), f"{request.mode}_{index:06d}"))
+        library.skipped.add(Problem("", str(exc), result_id))
         return None
 
 

@@ -36,6 +36,24 @@ def file_stamp(path: Path) -> str | None:
     return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
+def connect_sqlite(db_path: Path | None, schema: str) -> tuple[sqlite3.Connection, bool]:
+    """A workspace SQLite database (WAL, shared across threads) holding ``schema``, and whether it is on disk:
+    an in-memory one when ``db_path`` is ``None`` or cannot be opened (an unwritable workspace)."""
+    if db_path is not None:
+        try:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(db_path, timeout=10, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(schema)
+            return conn, True
+        except (OSError, sqlite3.Error):
+            pass
+    conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+    conn.executescript(schema)
+    return conn, False
+
+
 class FactIndex:
     """``get(path, kind, stamp)`` / ``put(path, kind, stamp, data)`` over a small SQLite table.
 
@@ -50,19 +68,7 @@ class FactIndex:
 
     @staticmethod
     def _connect(db_path: Path | None) -> sqlite3.Connection:
-        if db_path is not None:
-            try:
-                db_path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(db_path, timeout=10, check_same_thread=False, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(SCHEMA)
-                return conn
-            except (OSError, sqlite3.Error):
-                pass  # an unwritable workspace: facts are recomputed per process instead
-        conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-        conn.executescript(SCHEMA)
-        return conn
+        return connect_sqlite(db_path, SCHEMA)[0]  # unwritable workspace: facts recomputed per process instead
 
     def get(self, path: Path | str, kind: str, stamp: str | None) -> dict | None:
         """The fact recorded for this version of the file, or ``None``."""

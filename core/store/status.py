@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import InvalidInput
+from core.store.index import connect_sqlite
 
 UNLABELLED = "unlabelled"
 DRAFT = "draft"
@@ -97,19 +98,7 @@ class StatusBook:
 
     @staticmethod
     def _connect(db_path: Path | None) -> tuple[sqlite3.Connection, bool]:
-        if db_path is not None:
-            try:
-                db_path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(db_path, timeout=10, check_same_thread=False, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(SCHEMA)
-                return conn, True
-            except (OSError, sqlite3.Error):
-                pass  # an unwritable workspace: marks last as long as this process
-        conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-        conn.executescript(SCHEMA)
-        return conn, False
+        return connect_sqlite(db_path, SCHEMA)  # unwritable workspace: marks last as long as this process
 
     def get(self, sample_id: str) -> StatusMark | None:
         with self._lock:

@@ -65,3 +65,17 @@ def write_streets(root: Path, count: int = 40, seed: int = 0) -> Path:
         save_label_map(root / "SegmentationClass" / f"street_{i:03d}.png", labels, cs)
     (root / "classes.json").write_text(json.dumps(cs.to_json(), indent=2) + "\n")
     return root
+
+
+def hidden_shares(before: np.ndarray, after: np.ndarray, stuff) -> list[float]:
+    """Share of each object of ``before`` (a connected component of a thing class: not 0, 255 or ``stuff``)
+    whose label changed in ``after`` (both ``H x W uint8``)."""
+    import cv2
+
+    out = []
+    for cls in np.unique(before):
+        if cls in (0, 255) or cls in stuff:
+            continue
+        n, comps = cv2.connectedComponents((before == cls).astype(np.uint8), connectivity=8)
+        out += [float((after[comps == k] != cls).mean()) for k in range(1, n)]
+    return out

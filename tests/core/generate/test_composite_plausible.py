@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -27,7 +26,7 @@ from core.labels.roles import reset_roles, roles_path, save_stuff, stuff_classes
 from core.labels.sizes import ObjectSizes, ks_statistic, measure_map
 from core.store import DatasetStore
 from core.types import ClassSet
-from tests.core.generate.scenes import write_streets
+from tests.core.generate.scenes import hidden_shares, write_streets
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "grabcut50"
 
@@ -39,19 +38,6 @@ def streets(tmp_path_factory):
 
 def _tree(root: Path) -> dict:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
-
-
-def _hidden_shares(before: np.ndarray, after: np.ndarray, stuff) -> list[float]:
-    """Share of each background object (thing component) whose label changed."""
-    out = []
-    for cls in np.unique(before):
-        if cls in (0, 255) or cls in stuff:
-            continue
-        n, comps = cv2.connectedComponents((before == cls).astype(np.uint8), connectivity=8)
-        for k in range(1, n):
-            inside = comps == k
-            out.append(float((after[inside] != cls).mean()))
-    return out
 
 
 # ---- roles ----------------------------------------------------------------------------------------
@@ -136,7 +122,7 @@ def test_500_composites_match_the_dataset_sizes_and_respect_objects_and_stuff(st
         background = maps[sample.record["background"]]
         assert set(np.unique(sample.result.label_map).tolist()) <= set(np.unique(background).tolist()) | {4, 5, 6, 255}
         if i % 5 == 0:  # the hidden share of every background object (checked exactly on a fifth of them)
-            assert max(_hidden_shares(background, sample.result.label_map, stuff), default=0) <= limit + 1e-9
+            assert max(hidden_shares(background, sample.result.label_map, stuff), default=0) <= limit + 1e-9
     dataset = library.sizes(exclude=stuff).share
     ks = ks_statistic(shares, dataset)
     assert ks <= 0.15, f"pasted area shares differ from the dataset's object sizes: KS {ks:.3f}"
@@ -220,7 +206,7 @@ def test_background_objects_never_hidden_beyond_the_limit(seed, limit, size, pos
     params = CompositeParams(placement=placement, objects=(1, 3), max_truncation=0.5, background_overlap=limit)
     result = composite(background, labels, objects, params, np.random.default_rng(seed), stuff=(2,))
     assert set(np.unique(result.label_map).tolist()) <= {0, 2, 7, 8, 11, 255}
-    assert max(_hidden_shares(labels, result.label_map, {2}), default=0) <= limit + 1e-9
+    assert max(hidden_shares(labels, result.label_map, {2}), default=0) <= limit + 1e-9
     if protected:
         assert np.array_equal(result.label_map == 7, labels == 7)
     again = composite(background, labels, objects, params, np.random.default_rng(seed), stuff=(2,))
@@ -246,7 +232,7 @@ def test_real_objects_respected_on_grabcut50(tmp_path):
     for i in range(40):
         sample = composite_sample(library, request, i)
         background = store.read(sample.record["background"]).label_map
-        assert max(_hidden_shares(background, sample.result.label_map, ()), default=0) <= 0.3 + 1e-9
+        assert max(hidden_shares(background, sample.result.label_map, ()), default=0) <= 0.3 + 1e-9
     assert _tree(SHARED) == before
 
 

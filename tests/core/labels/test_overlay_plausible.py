@@ -3,7 +3,6 @@ data (stuff classes included when pasted on purpose), a target without room draw
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,22 +13,12 @@ from core.labels.overlay import Placement, overlay
 from core.labels.recombine import RecombineRequest, RegionLibrary, _sizes_for, recombine, recombine_one
 from core.labels.regions import class_components
 from core.store import DatasetStore
-from tests.core.generate.scenes import write_streets
+from tests.core.generate.scenes import hidden_shares, write_streets
 
 
 @pytest.fixture(scope="module")
 def streets(tmp_path_factory):
     return write_streets(tmp_path_factory.mktemp("streets"), count=12)
-
-
-def _hidden_shares(before: np.ndarray, after: np.ndarray, stuff) -> list[float]:
-    out = []
-    for cls in np.unique(before):
-        if cls in (0, 255) or cls in stuff:
-            continue
-        n, comps = cv2.connectedComponents((before == cls).astype(np.uint8), connectivity=8)
-        out += [float((after[comps == k] != cls).mean()) for k in range(1, n)]
-    return out
 
 
 @settings(max_examples=40, deadline=None)
@@ -44,7 +33,7 @@ def test_overlay_never_hides_a_target_object_beyond_the_limit(seed, limit, size)
     regions = class_components(source, 8)
     placement = Placement(mode="random", size=size, max_translate=0.5, scale=(0.5, 1.5))
     result = overlay(target, regions * 2, placement, np.random.default_rng(seed), background_overlap=limit, stuff=(2,))
-    assert max(_hidden_shares(target, result.label_map, {2}), default=0) <= limit + 1e-9
+    assert max(hidden_shares(target, result.label_map, {2}), default=0) <= limit + 1e-9
     assert set(np.unique(result.label_map).tolist()) <= {0, 2, 7, 8, 9}
     assert all("pixels" in s or "skipped" in s for s in result.steps)
 
@@ -76,7 +65,7 @@ def test_a_target_without_room_is_drawn_again_then_the_result_is_reported(street
     maps = {d.id: d.label_map for d in library.store.each()}
     for sample in made:
         before = maps[sample.record["target"]]
-        assert max(_hidden_shares(before, sample.result.label_map, {1, 2, 3}), default=0) <= 0.3 + 1e-9
+        assert max(hidden_shares(before, sample.result.label_map, {1, 2, 3}), default=0) <= 0.3 + 1e-9
 
 
 def test_sizes_leave_stuff_out_unless_it_is_the_class_pasted(streets, tmp_path):

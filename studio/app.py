@@ -22,6 +22,7 @@ from studio.tabs import generate as generate_tab
 from studio.tabs import labels as labels_tab
 from studio.tabs import models as models_tab
 from studio.tabs import priors as priors_tab
+from studio.tabs import train as train_tab
 
 CSS = """
 .legend { display: flex; flex-wrap: wrap; gap: 6px 14px; font-size: 0.9em; }
@@ -101,6 +102,8 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                 demo.priors = priors_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
             with gr.Tab("Generate", id="generate"):
                 demo.generate = generate_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
+            with gr.Tab("Train", id="train"):
+                demo.train = train_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
             with gr.Tab("Export", id="export"):
                 demo.export = export_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
             with gr.Tab("Models", id="models"):

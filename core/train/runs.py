@@ -95,12 +95,13 @@ def read_job(run_dir: str | Path) -> dict:
 
 
 def run_info(run_dir: str | Path) -> RunInfo | None:
-    """What a run folder holds, or ``None`` when it is not a run (no readable ``config.json``)."""
+    """What a run folder holds, or ``None`` when it is not a run (no readable ``config.json``, nor the
+    ``job_request.json`` of a job that has not written it yet)."""
     from core.train.jobs import job_state
 
     run_dir = Path(run_dir)
-    config = _read_json(run_dir / "config.json")
-    if not config.get("kind"):
+    config = _read_json(run_dir / "config.json") or _read_json(run_dir / "job_request.json").get("config", {})
+    if not isinstance(config, dict) or not config.get("kind"):
         return None
     ckpt = _read_json(run_dir / "checkpoint.json")
     state, message = job_state(run_dir)
@@ -115,4 +116,4 @@ def list_runs(root: str | Path) -> list[RunInfo]:
     if not root.is_dir():
         return []
     found = [info for child in root.iterdir() if child.is_dir() and (info := run_info(child)) is not None]
-    return sorted(found, key=lambda r: (r.path / "config.json").stat().st_mtime, reverse=True)
+    return sorted(found, key=lambda r: r.path.stat().st_ctime, reverse=True)

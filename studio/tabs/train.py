@@ -37,7 +37,7 @@ class RunView:
     """What the page shows about one run."""
 
     status: str
-    losses: object  # pandas DataFrame: step, loss, value
+    losses: object  # pandas DataFrame (step, loss, value), None before the first log line
     grid: str | None
     grid_caption: str
     evaluation: str
@@ -65,7 +65,10 @@ def loss_frame(records: list[dict], max_points: int = MAX_PLOT_POINTS):
         for name, value in rec.get("losses", {}).items()
         if isinstance(value, int | float) and math.isfinite(value)
     ]
-    return pd.DataFrame(rows, columns=["step", "loss", "value"])
+    steps, names, values = zip(*rows, strict=True) if rows else ((), (), ())
+    # typed even when empty: the plot takes its axis types from the first frame it is given
+    return pd.DataFrame({"step": pd.Series(steps, dtype="int64"), "loss": pd.Series(names, dtype="str"),
+                         "value": pd.Series(values, dtype="float64")})  # fmt: skip
 
 
 def latest_grid(run_dir: Path) -> Path | None:
@@ -171,17 +174,19 @@ class TrainController:
         from core.train.generation import read_log
 
         if not name or not (self.runs_dir / name).is_dir():
-            return RunView("No run yet: set the options and press **Start**.", loss_frame([]), None, "", "", False,
+            return RunView("No run yet: set the options and press **Start**.", None, None, "", "", False,
                            False)  # fmt: skip
         run_dir = self.runs_dir / name
         info = run_info(run_dir)
         job = read_job(run_dir)
         records = read_log(run_dir)
         grid = latest_grid(run_dir)
-        caption = f"{grid.stem.replace('step_', 'step ').lstrip('0')}: generated images beside their label maps" if grid else ""
+        caption = f"step {int(grid.stem.split('_')[-1])}: generated images beside their label maps" if grid else ""
         live = info is not None and info.state in ("starting", "running", "paused")
         resumable = info is not None and not live
-        return RunView(self.status_text(info, job, records), loss_frame(records), str(grid) if grid else None,
+        # None, not an empty frame, while nothing is logged: a plot first given an empty frame never draws its lines
+        return RunView(self.status_text(info, job, records), loss_frame(records) if records else None,
+                       str(grid) if grid else None,
                        caption, self.evaluation_text(run_dir), live, resumable)  # fmt: skip
 
     def status_text(self, info: RunInfo | None, job: dict, records: list[dict]) -> str:
@@ -298,10 +303,10 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> TrainControlle
                 pause = gr.Button("Pause", elem_id="train-pause", interactive=False, min_width=80)
                 go_on = gr.Button("Continue", elem_id="train-continue", interactive=False, min_width=80)
                 cancel = gr.Button("Cancel", variant="stop", elem_id="train-cancel", interactive=False, min_width=80)
-                more_steps = gr.Number(value=None, precision=0, minimum=1, label="Resume up to step",
+                more_steps = gr.Number(value=None, precision=0, label="Resume up to step",
                                        elem_id="train-more-steps", min_width=120)  # fmt: skip
                 resume = gr.Button("Resume", elem_id="train-resume", interactive=False, min_width=80)
-            plot = gr.LinePlot(loss_frame([]), x="step", y="value", color="loss", title="Losses", height=260,
+            plot = gr.LinePlot(None, x="step", y="value", color="loss", title="Losses", height=260,
                                elem_id="train-plot", x_title="step", y_title="loss")  # fmt: skip
             grid = gr.Image(label="Latest sample grid", type="filepath", interactive=False, height=360,
                             elem_id="train-grid", buttons=["download", "fullscreen"])  # fmt: skip
@@ -311,20 +316,30 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> TrainControlle
     timer = gr.Timer(TICK_S, active=True)
     form = [kind, size, steps, batch, width, seed, sample_every, checkpoint_every, device, lr_g, lr_d, n_critic,
             gp_lambda, labelmix, diffaugment]  # fmt: skip
-    shown = [status, plot, grid, grid_caption, evaluation, pause, go_on, cancel, resume, seen]
+    shown = [run_pick, status, plot, grid, grid_caption, evaluation, pause, go_on, cancel, resume, more_steps, seen]
 
-    def render(chosen: str | None):
+    def render(chosen: str | None, *, target: bool = True, pick_value: bool = False):
+        """Every output in ``shown`` for run ``chosen`` (``target``: also set "Resume up to step" to its steps;
+        ``pick_value``: also select ``chosen`` in the run list)."""
         view = controller.view(chosen)
-        paused = view.live and read_job(controller.runs_dir / chosen).get("state") == "paused" if chosen else False
-        return (view.status, view.losses, view.grid, view.grid_caption, view.evaluation,
+        paused = bool(chosen) and view.live and read_job(controller.runs_dir / chosen).get("state") == "paused"
+        choices = controller.run_choices()
+        pick = gr.Dropdown(choices=choices, value=chosen) if pick_value else gr.Dropdown(choices=choices)
+        info = run_info(controller.runs_dir / chosen) if chosen else None
+        steps_now = info.steps if info else None
+        return (pick, view.status, view.losses, view.grid, view.grid_caption, view.evaluation,
                 gr.Button(interactive=view.live and not paused), gr.Button(interactive=paused),
                 gr.Button(interactive=view.live), gr.Button(interactive=view.resumable),
+                gr.Number(value=steps_now) if target and steps_now else gr.skip(),
                 controller.signature(chosen))  # fmt: skip
+
+    def on_pick(chosen: str | None):
+        return render(chosen)
 
     def on_tick(chosen: str | None, last: tuple):
         if not chosen or tuple(last) == controller.signature(chosen):
             return tuple(gr.skip() for _ in shown)
-        return render(chosen)
+        return render(chosen, target=False)
 
     def on_kind(chosen_kind: str, chosen_size: int, current_name: str):
         d = _form_defaults(chosen_kind)
@@ -334,40 +349,38 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> TrainControlle
     @shows_errors
     def on_start(run_name: str, *values):
         chosen = controller.start(run_name, dict(zip(FORM_FIELDS, values, strict=True)))
-        return (gr.Dropdown(choices=controller.run_choices(), value=chosen),
-                f"<p>started <b>{html.escape(chosen)}</b> in {html.escape(str(controller.runs_dir / chosen))}</p>",
-                controller.default_name(values[0], values[1]))  # fmt: skip
+        note_html = f"<p>started <b>{html.escape(chosen)}</b> in {html.escape(str(controller.runs_dir / chosen))}</p>"
+        return (note_html, controller.default_name(values[0], values[1]), *render(chosen, pick_value=True))
 
     def acting(action: str):
         @shows_errors
         def handler(chosen: str | None):
             message = controller.control(chosen, action)
             time.sleep(0.3)  # let the worker take it in before the page re-reads the state
-            return (f"<p>{html.escape(message)}</p>", *render(chosen))
+            return (f"<p>{html.escape(message)}</p>", *render(chosen, target=False))
 
         return handler
 
     @shows_errors
     def on_resume(chosen: str | None, up_to):
         message = controller.resume(chosen, int(up_to) if up_to else None)
-        return (f"<p>{html.escape(message)}</p>", gr.Dropdown(choices=controller.run_choices(), value=chosen),
-                *render(chosen))  # fmt: skip
+        return (f"<p>{html.escape(message)}</p>", *render(chosen, target=False))
 
     def on_refresh(chosen: str | None):
         names = [value for _, value in controller.run_choices()]
         keep = chosen if chosen in names else (names[0] if names else None)
-        return (gr.Dropdown(choices=controller.run_choices(), value=keep), *render(keep))
+        return render(keep, pick_value=True)
 
     kind.change(on_kind, [kind, size, name], [lr_g, lr_d, labelmix, name], queue=False)
     size.change(lambda k, s, n: n if not n.startswith(("label2image-", "pair-")) else controller.default_name(k, s),
                 [kind, size, name], [name], queue=False)  # fmt: skip
-    start.click(on_start, [name, *form], [run_pick, note, name])
-    run_pick.change(render, [run_pick], shown)
-    refresh.click(on_refresh, [run_pick], [run_pick, *shown])
+    start.click(on_start, [name, *form], [note, name, *shown])
+    run_pick.input(on_pick, [run_pick], shown)
+    refresh.click(on_refresh, [run_pick], shown)
     pause.click(acting("pause"), [run_pick], [note, *shown])
     go_on.click(acting("run"), [run_pick], [note, *shown])
     cancel.click(acting("cancel"), [run_pick], [note, *shown])
-    resume.click(on_resume, [run_pick, more_steps], [note, run_pick, *shown])
+    resume.click(on_resume, [run_pick, more_steps], [note, *shown])
     timer.tick(on_tick, [run_pick, seen], shown, queue=False, show_progress="hidden")
-    demo.load(on_refresh, [run_pick], [run_pick, *shown])
+    demo.load(on_refresh, [run_pick], shown)
     return controller

@@ -34,9 +34,16 @@ def train(toy_dataset, tmp_path):
     app = build_app(StudioConfig.for_data(toy_dataset, tmp_path / "ws"))
     controller = app.train
     yield controller
-    for run in controller.runs():  # never leave a worker behind
-        pid = int(read_job(run.path).get("pid", 0) or 0)
-        if pid and run.state in ("starting", "running", "paused"):
+    kill_workers(controller.runs_dir)
+
+
+def kill_workers(runs_dir) -> None:
+    """Never leave a training worker behind, whatever state its run is listed in."""
+    from core.train.jobs import _pid_alive
+
+    for job in runs_dir.glob("*/job.json"):
+        pid = int(read_job(job.parent).get("pid", 0) or 0)
+        if _pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 

@@ -318,6 +318,15 @@ def _run_generate(args: argparse.Namespace) -> int:
     skipped = SkipReport()
     if args.backend == "composite":
         samples = _composite_samples(dataset, args, skipped)
+    elif args.backend == "gan":
+        from core.errors import InvalidInput
+        from core.generate.gan import GanSettings, generate_dataset
+
+        if not args.model:
+            raise InvalidInput("--model RUN is required for the gan backend: a run folder written by `segstudio train "
+                               "--out RUN` (or the Train tab)")  # fmt: skip
+        samples = generate_dataset(dataset, GanSettings(run=args.model, count=args.count, seed=args.seed),
+                                   skipped=skipped)  # fmt: skip
     else:
         from core.errors import InvalidInput
         from core.generate.diffusion import DiffusionSettings
@@ -574,8 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="new samples: cut-and-paste composites, or images generated for label maps")
     gen.add_argument("dir", metavar="DIR")
-    gen.add_argument("--backend", choices=["composite", "controlnet", "t2i-adapter"], default="composite")
-    gen.add_argument("--model", metavar="ID", help="control model id for the diffusion backends (segstudio models)")
+    gen.add_argument("--backend", choices=["composite", "controlnet", "t2i-adapter", "gan"], default="composite")
+    gen.add_argument("--model", metavar="ID|RUN",
+                     help="control model id for the diffusion backends (segstudio models); for gan, a training run "
+                          "folder (segstudio train --out RUN): label2image keeps each label map of DIR and makes its "
+                          "image, pair makes new samples")  # fmt: skip
     gen.add_argument("--count", type=int, default=4, metavar="N")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--out", required=True, metavar="OUT", help="output folder (VOC layout plus manifest.jsonl)")

@@ -1,4 +1,8 @@
-"""Making one job's sample: a real sample as it is, or a generated one from its step's backend and seeds."""
+"""Making one job's sample: a real sample as it is, or a generated one from its step's backend and seeds.
+
+Steps are independent: a gan step's ``maps_from: N`` remakes the recombination of step ``N``'s job from its seeds
+(recombination is deterministic) rather than reading another job's output, so any runner, order or worker count
+gives the same files."""
 
 from __future__ import annotations
 
@@ -44,6 +48,16 @@ class MakeContext:
         self.store = store or DatasetStore(recipe.source)
         self._libraries: dict[int, object] = {}
         self._clip = None
+        self._plan: list | None = None
+
+    def step_jobs(self, number: int) -> list[Job]:
+        """The planned jobs of generation step ``number`` (1 = the first), from the recipe's plan (a pure function
+        of the recipe and the dataset, computed once per process)."""
+        if self._plan is None:
+            from core.export.plan import plan_jobs
+
+            self._plan = plan_jobs(self.recipe, self.store)
+        return [job for job in self._plan if job.step == number]
 
     def clip(self):
         """The CLIP model and processor when the recipe's quality asks for CLIP scores, else ``None``."""
@@ -78,6 +92,8 @@ def make(job: Job, context: MakeContext) -> Made:
         return _composite(job, step, context)
     if job.kind == "recombine":
         return _recombine(job, step, context)
+    if job.kind == "gan":
+        return _gan(job, step, context)
     return _diffusion(job, step, context)
 
 
@@ -134,7 +150,9 @@ def _composite(job: Job, step: Step, context: MakeContext) -> Made:
                 {"generator": "composite", **sample.record, "target_class": job.target_class})
 
 
-def _recombine(job: Job, step: Step, context: MakeContext) -> Made:
+def _recombined(job: Job, step: Step, context: MakeContext):
+    """The recombination of a recombine step's job (a :class:`~core.labels.recombine.RecombinedSample`; its image
+    is ``None`` for maps built from bands)."""
     from core.labels.recombine import RecombineRequest, recombine_one
 
     options = step.options
@@ -145,7 +163,11 @@ def _recombine(job: Job, step: Step, context: MakeContext) -> Made:
     request = RecombineRequest(options.get("mode", "overlay"), names, 1, context.recipe.seed,
                                _placement(options, context.store.classes, {"size": "data"}), min_area=min_area,
                                background_overlap=float(options.get("background_overlap", 0.3)))  # fmt: skip
-    sample = recombine_one(context.library(min_area), request, job.index, list(job.seeds))
+    return recombine_one(context.library(min_area), request, job.index, list(job.seeds))
+
+
+def _recombine(job: Job, step: Step, context: MakeContext) -> Made:
+    sample = _recombined(job, step, context)
     if sample.result.image is None:
         raise InvalidInput("this recombination made a label map without an image (bands); give a base map instead")
     source = sample.record.get("target") or (sample.record.get("base") or {}).get("sample") or ""
@@ -153,12 +175,50 @@ def _recombine(job: Job, step: Step, context: MakeContext) -> Made:
                 {"generator": "recombine", **sample.record, "target_class": job.target_class})
 
 
+def _job_seed(job: Job) -> int:
+    """A model seed (31 bits) from the job's seed sequence ``(seed, step, index)``."""
+    return int.from_bytes(hashlib.sha1(repr(job.seeds).encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def _gan(job: Job, step: Step, context: MakeContext) -> Made:
+    """A gan step's sample: a pair run's new sample, or a label2image run's image for a label map kept exactly
+    (the job's dataset sample, or with ``maps_from: N`` the map of job ``index mod count`` of recombine step N,
+    remade from its seeds)."""
+    from core.generate.gan import check_classes, gan_record, image_for_map, load_gan, pair_for_seed
+
+    facts, model = load_gan(step.model or "", ema=bool(step.options.get("ema", True)))
+    check_classes(facts, context.store.classes)
+    seed = _job_seed(job)
+    record = {"generator": "gan", "mode": "gan", "kind": facts.kind, "seed": seed, "settings": gan_record(model, seed),
+              "target_class": job.target_class}  # fmt: skip
+    if facts.kind == "pair":
+        image, label_map = pair_for_seed(facts, model, seed)
+        return Made(label_map, image, None, None, "", record)
+    maps_from = step.options.get("maps_from", "dataset")
+    if maps_from == "dataset":
+        label_map = context.store.label_map(job.source) if job.source else None
+        if label_map is None:
+            raise SampleProblem(f"{job.source!r} has no label map: a label2image GAN keeps the label map")
+        source, extra = job.source, {}
+    else:
+        planned = context.step_jobs(int(maps_from))
+        if not planned:
+            raise InvalidInput(f"recipe: generate[{job.step - 1}].options.maps_from: step {maps_from} plans no sample")
+        made_from = planned[job.index % len(planned)]
+        sample = _recombined(made_from, context.recipe.generate[int(maps_from) - 1], context)
+        label_map = sample.result.label_map
+        source = sample.record.get("target") or (sample.record.get("base") or {}).get("sample") or ""
+        extra = {"maps_from": {"step": int(maps_from), "job": made_from.output_id, "recombine": sample.record}}
+    image = image_for_map(facts, model, label_map, seed, name=f"the label map of {source or 'a recombination'!r}")
+    return Made(label_map, image, None, None, source or "", {**record, **extra})
+
+
 def _diffusion(job: Job, step: Step, context: MakeContext) -> Made:
     from core.generate.diffusion import DEFAULT_NEGATIVE, DiffusionSettings
     from core.generate.runner import generate_sample
 
     options = step.options
-    seed = int.from_bytes(hashlib.sha1(repr(job.seeds).encode()).digest()[:4], "big") & 0x7FFFFFFF
+    seed = _job_seed(job)
     settings = DiffusionSettings(prompt=options.get("prompt", ""), negative_prompt=options.get("negative_prompt", DEFAULT_NEGATIVE),
                                  steps=int(options.get("steps", 30)), guidance_scale=float(options.get("guidance_scale", 7.5)),
                                  conditioning_scale=float(options.get("conditioning_scale", 1.0)),

@@ -103,9 +103,36 @@ def plan_jobs(recipe: Recipe, store: DatasetStore) -> list[Job]:
     return jobs
 
 
+def gan_run_kind(step: Step, number: int) -> str:
+    """The kind of a gan step's run (``label2image`` or ``pair``), read from its folder.
+
+    Raises:
+        InvalidInput: the run cannot be used (``recipe: generate[i].model: ...``), or the step asks what its kind
+            cannot do (a pair run with a balance plan or with maps_from).
+    """
+    from core.errors import StudioError
+    from core.generate.gan import read_run
+
+    key = f"recipe: generate[{number - 1}]"
+    try:
+        kind = read_run(step.model or "").kind
+    except StudioError as exc:
+        raise InvalidInput(f"{key}.model: {exc}") from None
+    if kind == "pair" and step.balance is not None:
+        raise InvalidInput(f"{key}.balance: a pair GAN run makes samples without choosing their classes, so it cannot "
+                           "follow a balance plan; give count (or use a label2image run)")  # fmt: skip
+    if kind == "pair" and step.options.get("maps_from", "dataset") != "dataset":
+        raise InvalidInput(f"{key}.options.maps_from: a pair GAN run makes its own label maps; maps_from needs a "
+                           "label2image run")  # fmt: skip
+    return kind
+
+
 def _step_sources(step: Step, store: DatasetStore, labelled: list[str], seed: int, number: int):
     """``(source sample or None, target class or None)`` per job of a step."""
     diffusion = step.backend in ("controlnet", "t2i-adapter")
+    if step.backend == "gan":  # label2image keeps a dataset map as diffusion does, unless its maps come from a step
+        kind = gan_run_kind(step, number)
+        diffusion = kind == "label2image" and step.options.get("maps_from", "dataset") == "dataset"
     if step.count is not None:
         if diffusion:  # each image is made for one label map, cycling over the labelled samples
             return [(labelled[i % len(labelled)], None) for i in range(step.count)]

@@ -1,5 +1,6 @@
-"""Checks before an export makes anything: the models it needs are installed, the classes it names exist, and
-the output folder's disk has room for the plan. Each failure names what is wrong and what to do."""
+"""Checks before an export makes anything: the models it needs are installed (a gan step's run folder holds an
+intact checkpoint of the dataset's classes), the classes it names exist, and the output folder's disk has room
+for the plan. Each failure names what is wrong and what to do."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def preflight(recipe: Recipe, store: DatasetStore, jobs: list[Job], out: Path, *
             enough free space (with both figures).
     """
     check_models(recipe, registry)
+    check_gan_runs(recipe, store)
     check_classes(recipe, store)
     needed = estimate_bytes(recipe, store, jobs)
     free = shutil.disk_usage(_existing_parent(out)).free
@@ -46,7 +48,7 @@ def check_models(recipe: Recipe, registry=None) -> None:
     registry = registry or default_registry()
     needed: list[tuple[str, str]] = []
     for number, step in enumerate(recipe.generate):
-        if step.model:
+        if step.model and step.backend != "gan":  # a gan step's model is a run folder: check_gan_runs
             key = f"generate[{number}].model"
             try:
                 spec = registry.spec(step.model)
@@ -59,6 +61,25 @@ def check_models(recipe: Recipe, registry=None) -> None:
         status = registry.status(model_id)
         if not status.available:
             raise InvalidInput(f"recipe: {key}: {status.install_message()}")
+
+
+def check_gan_runs(recipe: Recipe, store: DatasetStore) -> None:
+    """Every gan step's run folder holds a complete, undamaged checkpoint (its weights match their recorded
+    sha256) trained with the dataset's class set, and the step asks what its kind can do."""
+    from core.errors import StudioError
+    from core.export.plan import gan_run_kind
+    from core.generate.gan import check_classes as check_run_classes
+    from core.generate.gan import verify_weights
+
+    for number, step in enumerate(recipe.generate):
+        if step.backend != "gan":
+            continue
+        gan_run_kind(step, number + 1)
+        try:
+            facts = verify_weights(step.model or "", ema=bool(step.options.get("ema", True)))
+            check_run_classes(facts, store.classes, f"the recipe's source {store.root}")
+        except StudioError as exc:
+            raise InvalidInput(f"recipe: generate[{number}].model: {exc}") from None
 
 
 def check_classes(recipe: Recipe, store: DatasetStore) -> None:

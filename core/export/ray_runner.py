@@ -8,8 +8,9 @@
   process had initialised already is reused and left running; a Ray started here is shut down at the end.
 - Workers: ``workers`` actors (fewer when the cluster has fewer CPUs, or GPUs for a diffusion step), each
   holding one :class:`~core.export.make.MakeContext` (the dataset store, the region libraries and, for
-  ControlNet / T2I-Adapter, the loaded pipeline) built once when the actor starts. An actor asks for one GPU
-  when a pending job uses a diffusion backend and the cluster has GPUs, otherwise one CPU.
+  ControlNet / T2I-Adapter, the loaded pipeline; a gan step's generator stays in the process's LRU of
+  :mod:`core.generate.gan`) built once when the actor starts. An actor asks for one GPU when a pending job uses
+  a diffusion or gan backend and the cluster has GPUs, otherwise one CPU.
 - Each task is a chunk of jobs run by the local runner's ``_run_jobs``: the actor writes the image, label map and
   boxes straight into the output folder (a filesystem every node shares, like the dataset), and only ids, small
   provenance records and file checksums come back through the object store. Hence the same recipe gives the
@@ -34,6 +35,7 @@ from core.export.plan import Job
 from core.progress import CancelToken, ProgressFn
 
 DIFFUSION = ("controlnet", "t2i-adapter")
+GPU_KINDS = (*DIFFUSION, "gan")  # backends whose actors ask for a GPU when the cluster has them
 IN_FLIGHT = 2  # chunks queued per actor
 POLL_S = 0.5  # how often a wait looks at the cancel token
 FORWARDED_ENV = ("SEGSTUDIO_MODELS", "SEGSTUDIO_WORKSPACE", "SEGSTUDIO_ALLOW_DOWNLOADS", "SEGSTUDIO_MAX_PIXELS",
@@ -86,12 +88,12 @@ def actor_plan(pending: list[Job], workers: int, resources: dict) -> tuple[int, 
         resources: ``ray.cluster_resources()`` (``{"CPU": 2.0, "GPU": 1.0, ...}``).
 
     Returns:
-        ``(count, options)``: one GPU per actor when a pending job uses a diffusion backend and the cluster has
+        ``(count, options)``: one GPU per actor when a pending job uses a diffusion or gan backend and the cluster has
         GPUs (then at most one actor per GPU), else one CPU per actor (at most one per CPU of the cluster).
     """
     gpus = int(resources.get("GPU", 0))
     cpus = max(int(resources.get("CPU", 1)), 1)
-    if gpus and any(job.kind in DIFFUSION for job in pending):
+    if gpus and any(job.kind in GPU_KINDS for job in pending):
         return max(1, min(workers, gpus)), {"num_cpus": 1, "num_gpus": 1}
     return max(1, min(workers, cpus)), {"num_cpus": 1, "num_gpus": 0}
 

@@ -5,9 +5,12 @@ source: path/to/dataset          # any layout SegStudio opens
 seed: 0
 real: include                    # include | exclude the real (labelled) samples
 generate:                        # zero or more steps, run in order
-  - backend: composite           # composite | recombine | controlnet | t2i-adapter
+  - backend: composite           # composite | recombine | controlnet | t2i-adapter | gan
     count: 200                   # or: balance: {n_balance: 50} / {synthetic_share: 0.5}
     options: {blending: gaussian}
+  - backend: gan                 # a GAN trained on this data: model is its run folder
+    model: runs/l2i              # label2image: keeps dataset label maps (or, with maps_from: N, the maps of
+    count: 100                   # the N-th step, a recombine step) and makes their images; pair: new samples
 split: {train: 0.8, val: 0.2}    # by source sample: one photo's variants never straddle splits
 quality: {min_score: 0.3}        # optional gate on generated samples (core.export.quality); clip: true adds CLIP
 review: false                    # true: generated samples wait for a person's accept / reject before the final write
@@ -27,7 +30,7 @@ from pathlib import Path
 
 from core.errors import InvalidInput
 
-BACKENDS = ("composite", "recombine", "controlnet", "t2i-adapter")
+BACKENDS = ("composite", "recombine", "controlnet", "t2i-adapter", "gan")
 FORMATS = ("voc", "coco", "cityscapes", "yolo-seg", "mmseg", "hf")
 REAL_CHOICES = ("include", "exclude")
 TOP_KEYS = ("source", "seed", "real", "generate", "split", "formats", "quality", "review")
@@ -40,6 +43,7 @@ COMPOSITE_OPTIONS = ("classes", "blending", "blend_size", "objects", "max_trunca
 RECOMBINE_OPTIONS = ("mode", "classes", "scale", "max_rotate", "max_translate", "placement", "protect", "layer",
                      "ignore_border", "min_area", *PLAUSIBLE_OPTIONS, "background_overlap")  # fmt: skip
 DIFFUSION_OPTIONS = ("prompt", "negative_prompt", "steps", "guidance_scale", "conditioning_scale", "width", "height")
+GAN_OPTIONS = ("maps_from", "ema")
 
 
 def _fail(key: str, message: str) -> InvalidInput:
@@ -55,7 +59,8 @@ class Step:
         count: how many samples, or ``None`` when ``balance`` plans them.
         balance: ``{"n_balance": N}`` or ``{"synthetic_share": S}`` (Che et al.'s plan), or ``None``.
         options: backend settings (see the ``*_OPTIONS`` tuples for the accepted keys).
-        model: control model id for the diffusion backends.
+        model: control model id for the diffusion backends; for ``gan``, the run folder (resolved against the
+            recipe file's folder).
     """
 
     backend: str
@@ -116,7 +121,9 @@ class Recipe:
         steps = doc.get("generate") or []
         if not isinstance(steps, list):
             raise _fail("generate", "a list of steps")
-        parsed = tuple(_step(item, f"generate[{i}]") for i, item in enumerate(steps))
+        parsed = tuple(_step(item, f"generate[{i}]", base) for i, item in enumerate(steps))
+        for i in range(len(parsed)):
+            _check_maps_from(parsed, i)
         split = _split(doc.get("split", {"train": 1.0}))
         formats = doc.get("formats", ["voc"])
         formats = [formats] if isinstance(formats, str) else formats
@@ -145,7 +152,7 @@ class Recipe:
         return cls.from_dict(doc, base=path.parent)
 
 
-def _step(item, key: str) -> Step:
+def _step(item, key: str, base: Path | None = None) -> Step:
     if not isinstance(item, dict):
         raise _fail(key, "a mapping with a 'backend' key")
     unknown = sorted(set(item) - set(STEP_KEYS))
@@ -164,7 +171,9 @@ def _step(item, key: str) -> Step:
         if not isinstance(balance, dict) or len(balance) != 1 or not set(balance) <= {"n_balance", "synthetic_share"}:
             raise _fail(f"{key}.balance", f"{{n_balance: N}} or {{synthetic_share: S}}, got {balance!r}")
     options = item.get("options") or {}
-    accepted = {"composite": COMPOSITE_OPTIONS, "recombine": RECOMBINE_OPTIONS}.get(backend, DIFFUSION_OPTIONS)
+    accepted = {"composite": COMPOSITE_OPTIONS, "recombine": RECOMBINE_OPTIONS, "gan": GAN_OPTIONS}.get(
+        backend, DIFFUSION_OPTIONS
+    )
     if not isinstance(options, dict):
         raise _fail(f"{key}.options", "a mapping")
     bad = sorted(set(options) - set(accepted))
@@ -173,7 +182,40 @@ def _step(item, key: str) -> Step:
     model = item.get("model")
     if backend in ("controlnet", "t2i-adapter") and not model:
         raise _fail(f"{key}.model", f"the {backend} backend needs a model id (segstudio models lists them)")
+    if backend == "gan":
+        model = _gan_run(model, f"{key}.model", base)
+        if "ema" in options and not isinstance(options["ema"], bool):
+            raise _fail(f"{key}.options.ema", f"true or false, got {options['ema']!r}")
     return Step(backend, count, balance, dict(options), model)
+
+
+def _gan_run(model, key: str, base: Path | None) -> str:
+    """A gan step's run folder, resolved against the recipe's folder (its contents are checked by the preflight)."""
+    if not isinstance(model, str) or not model.strip():
+        raise _fail(key, "the gan backend needs a training run folder (model: RUN, written by segstudio train "
+                         f"--out RUN or the Train tab), got {model!r}")  # fmt: skip
+    path = Path(model).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return str(path.resolve())
+
+
+def _check_maps_from(steps: tuple[Step, ...], i: int) -> None:
+    """``maps_from: N`` of a gan step names an earlier recombine step (1 = the first step), and the step gives a
+    count (a balance plan picks dataset maps itself)."""
+    step = steps[i]
+    value = step.options.get("maps_from", "dataset")
+    if value == "dataset":
+        return
+    key = f"generate[{i}].options.maps_from"
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= i:
+        raise _fail(key, f"'dataset' or the number of an earlier recombine step (1..{i}; 1 = the first step), "
+                         f"got {value!r}")  # fmt: skip
+    if steps[value - 1].backend != "recombine":
+        raise _fail(key, f"step {value} is a {steps[value - 1].backend} step; accepted: 'dataset' or a recombine step")
+    if step.balance is not None:
+        raise _fail(f"generate[{i}]", "with maps_from a recombine step, give count (a balance plan picks dataset "
+                                      "maps by their classes)")  # fmt: skip
 
 
 def _quality(quality) -> dict:

@@ -1,6 +1,9 @@
 """Generating new samples over a dataset: each sample's label map is kept, its image is generated from
 its condition image and prompt (saved in the Priors tab / by ``segstudio priors``, or made here with the
-prior that suits the control model), and every setting goes into the sample's manifest line."""
+prior that suits the control model), and every setting goes into the sample's manifest line.
+
+The ``gan`` backend (:mod:`core.generate.gan`) takes a training run folder as its model: a label2image run keeps
+each label map and makes its image (no condition image or prompt), a pair run makes new samples."""
 
 from __future__ import annotations
 
@@ -22,6 +25,15 @@ from core.progress import CancelToken, ProgressFn, no_progress
 from core.store import DatasetStore, SkipReport
 
 BACKENDS = {"controlnet": controlnet.generate, "t2i-adapter": t2i_adapter.generate}
+ALL_BACKENDS = ("composite", *BACKENDS, "gan")  # composite lives in core.generate.composite
+
+
+def gan_settings(model_id: str, settings: DiffusionSettings):
+    """The :class:`core.generate.gan.GanSettings` of a request made with diffusion-style settings (the run
+    folder as the model, ``count`` and ``seed``; prompts and steps do not apply)."""
+    from core.generate.gan import GanSettings
+
+    return GanSettings(run=str(model_id or ""), count=settings.count, seed=settings.seed)
 
 
 def default_prior_type(model_id: str) -> str:
@@ -73,13 +85,20 @@ def generate_sample(
 ) -> list[RecombinedSample]:
     """Images for one sample (``settings.count`` of them), each paired with the sample's label map.
 
+    With ``backend="gan"``, ``model_id`` is a run folder: see :func:`core.generate.gan.generate_for_sample`.
+
     The prompt in ``settings`` is used when given; an empty one is replaced by the saved or built prompt.
     Generated images are resized to the label map's size (bilinear) so that every pair lines up.
     """
     import cv2
 
+    if backend == "gan":
+        from core.generate import gan
+
+        return gan.generate_for_sample(dataset, sample_id, gan_settings(model_id, settings), index=index,
+                                       progress=progress, cancel=cancel)  # fmt: skip
     if backend not in BACKENDS:
-        raise InvalidInput(f"unknown generator backend {backend!r}; accepted: composite, {', '.join(BACKENDS)}")
+        raise InvalidInput(f"unknown generator backend {backend!r}; accepted: {', '.join(ALL_BACKENDS)}")
     registry = registry or default_registry()
     condition, prompt, negative, prior_record = condition_and_prompt(
         dataset, sample_id, model_id, priors_root, registry
@@ -115,9 +134,15 @@ def generate_dataset(
 ) -> list[RecombinedSample]:
     """``settings.count`` samples, cycling over the labelled samples in order; sample ``i`` uses seed
     ``settings.seed + i``. A sample that cannot be read is skipped (listed in ``skipped``) and the next
-    one used, so one bad file never stops the batch."""
+    one used, so one bad file never stops the batch. With ``backend="gan"``, ``model_id`` is a run folder (see
+    :func:`core.generate.gan.generate_dataset`)."""
     from core.store import Problem
 
+    if backend == "gan":  # a label2image run cycles over the labelled samples too; a pair run makes new ones
+        from core.generate import gan
+
+        return gan.generate_dataset(dataset, gan_settings(model_id, settings), progress=progress, cancel=cancel,
+                                    skipped=skipped)  # fmt: skip
     labelled = dataset.labelled_ids()
     if not labelled:
         raise InvalidInput(f"{dataset.root} has no labelled sample to generate from")

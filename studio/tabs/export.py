@@ -228,7 +228,7 @@ class ExportController:
             "seed: 0\n"
             "real: include              # include | exclude the dataset's labelled samples\n"
             "generate:                  # steps, run in order\n"
-            "  - backend: composite     # composite | recombine | controlnet | t2i-adapter\n"
+            "  - backend: composite     # composite | recombine | controlnet | t2i-adapter | gan (model: run folder)\n"
             "    count: 20              # or: balance: {n_balance: 50}\n"
             "    options: {blending: gaussian}\n"
             "split: {train: 0.8, val: 0.2}\n"

@@ -1,5 +1,6 @@
-"""The Generate tab: controllable diffusion (ControlNet, T2I-Adapter) and cut-and-paste compositing for a
-sample's label map, with progress, cancel, a gallery of results and keeping them as new samples."""
+"""The Generate tab: controllable diffusion (ControlNet, T2I-Adapter), a GAN trained on the dataset (a run of the
+Train tab or ``segstudio train``) and cut-and-paste compositing for a sample's label map, with progress, cancel, a
+gallery of results and keeping them as new samples."""
 
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ from studio.session_store import SessionStore
 if TYPE_CHECKING:
     from studio.context import StudioContext
 
-BACKENDS = ("composite", "controlnet", "t2i-adapter")
+BACKENDS = ("composite", "controlnet", "t2i-adapter", "gan")
+GAN_MAPS = (("the chosen sample's label map", "sample"), ("label maps kept in the Label maps tab", "recombined"))
+NO_RUN = ("**No GAN run yet.** Train one in the Train tab or with `segstudio train --kind label2image --data DIR "
+          "--out RUN` (pair: new image + label-map samples), then pick it here or type its folder below.")
 
 
 class GenerateController:
@@ -55,18 +59,59 @@ class GenerateController:
             self._library = RegionLibrary(self.ctx.store)
         return self._library
 
+    @property
+    def runs_root(self) -> Path:
+        """Where this dataset's training runs live (``<workspace cache>/train_runs``)."""
+        from core.train.runs import runs_root
+
+        return runs_root(self.ctx.config.workspace.cache_root)
+
+    @property
+    def recombined_dir(self) -> Path:
+        """Where the Label maps tab keeps recombined samples."""
+        return self.ctx.config.workspace.output_root / "recombined"
+
+    def gan_runs(self) -> list:
+        """The dataset's training runs (:class:`core.train.runs.RunInfo`), newest first."""
+        from core.train.runs import list_runs
+
+        return list_runs(self.runs_root)
+
     def model_choices(self, backend: str) -> list[tuple[str, str]]:
-        """Control models of a backend, marked when their weights (or their base's) are missing."""
+        """Control models of a backend, marked when their weights (or their base's) are missing; for ``gan``, the
+        dataset's training runs (value: the run folder), marked when they have no checkpoint yet."""
         if backend == "composite":
             return [("compositing (always available)", "composite")]
+        if backend == "gan":
+            return [(_run_label(run), str(run.path)) for run in self.gan_runs()]
         out = []
         for spec in self.ctx.registry.specs(task=backend):
             ok = self.ctx.registry.status(spec.id).available and self.ctx.registry.status(spec.base).available
             out.append((spec.id if ok else f"{spec.id} (weights missing)", spec.id))
         return out
 
+    def gan_status(self, run: str | None) -> tuple[str, bool]:
+        """A line on a GAN run (what it does, or why it cannot be used) and whether it can run."""
+        from core.errors import StudioError
+        from core.generate.gan import check_classes, read_run
+
+        if not (run or "").strip():
+            if not self.gan_runs():
+                return NO_RUN + f" Runs of this dataset are listed from `{self.runs_root}`.", False
+            return "Pick a run (or type a run folder).", False
+        try:
+            facts = read_run(run)
+            check_classes(facts, self.classes)
+        except StudioError as exc:
+            return "**Unavailable.** " + html.escape(str(exc)), False
+        what = ("keeps the label maps (the chosen sample's, or those kept in the Label maps tab) and makes their images"
+                if facts.kind == "label2image" else "makes new samples, image and label map (the sample is not used)")  # fmt: skip
+        return f"Ready: {facts.kind} run `{facts.path.name}` at step {facts.step} ({facts.size} px): {what}.", True
+
     def model_status(self, backend: str, model_id: str | None) -> str:
         """A line saying whether the model can run, or exactly which files to install where."""
+        if backend == "gan":
+            return self.gan_status(model_id)[0]
         if backend == "composite" or not model_id:
             return "Compositing needs no model weights."
         messages = []
@@ -96,6 +141,49 @@ class GenerateController:
         results = generate_sample(self.ctx.dataset, sample_id, backend, model_id, settings, priors_root=self.priors_root,
                                   registry=self.ctx.registry, progress=progress, cancel=token)  # fmt: skip
         return self._remember(session, results)
+
+    def run_gan(self, session, run: str, maps: str, sample_id: str | None, seed: int, count: int, progress) -> list:
+        """GAN results: a pair run's new samples; a label2image run's ``count`` images for the chosen sample's
+        label map (``maps="sample"``) or over the maps kept in the Label maps tab (``"recombined"``); sample ``i``
+        uses seed ``seed + i``. The maps are kept byte-identical."""
+        from core.generate import gan
+
+        token = self.cancel_token(session)
+        token.reset()
+        note, ok = self.gan_status(run)
+        if not ok:
+            raise InvalidInput(note.replace("**", ""))
+        settings = gan.GanSettings(run=run.strip(), count=int(count), seed=int(seed or 0))
+        facts = gan.read_run(settings.run)
+        if facts.kind == "pair":
+            results = gan.generate_pairs(settings, self.classes, progress=progress, cancel=token)
+        elif maps == "recombined":
+            results = gan.generate_for_maps(self.recombined_maps(), settings, self.classes, progress=progress,
+                                            cancel=token, provenance={"maps_folder": str(self.recombined_dir)})  # fmt: skip
+        else:
+            if not sample_id:
+                raise InvalidInput("pick a sample with a label map first (or take the maps kept in the Label maps tab)")
+            results = gan.generate_for_sample(self.ctx.dataset, sample_id, settings, progress=progress, cancel=token)
+        return self._remember(session, results)
+
+    def recombined_maps(self) -> list[tuple[str, np.ndarray]]:
+        """``(id, H x W uint8 label map)`` of every sample kept in the Label maps tab, in the order kept; unreadable
+        maps are left out."""
+        from core.errors import StudioError
+        from core.io.images import load_label_map
+        from core.labels.recombine import read_manifest
+
+        out = []
+        for sample_id in read_manifest(self.recombined_dir):
+            try:
+                out.append((sample_id, load_label_map(self.recombined_dir / "SegmentationClass" / f"{sample_id}.png",
+                                                      self.classes)))  # fmt: skip
+            except StudioError:
+                continue
+        if not out:
+            raise InvalidInput(f"no label map is kept in {self.recombined_dir} yet: keep recombinations in the Label "
+                               "maps tab first, or use the chosen sample's label map")  # fmt: skip
+        return out
 
     def run_composite(self, session, request: CompositeRequest, progress) -> list:
         token = self.cancel_token(session)
@@ -161,15 +249,19 @@ class GenerateController:
         return [(self.render(r), self.caption(r)) for r in results]
 
     def render(self, sample: RecombinedSample) -> np.ndarray:
-        """The generated image beside its label map overlay, ``H x 2W x 3 uint8``."""
+        """The generated image beside its label map overlay (GAN results: beside the label map in the class
+        colours), ``H x 2W x 3 uint8``."""
         image = sample.result.image
+        if sample.record.get("mode") == "gan":
+            return np.concatenate([image, colorize(sample.result.label_map, self.classes)], axis=1)
         return np.concatenate([image, overlay(image, sample.result.label_map, self.classes, 0.5)], axis=1)
 
     @staticmethod
     def caption(sample: RecombinedSample) -> str:
         record = sample.record
-        where = record.get("source") or record.get("background")
-        return f"{record['mode']} · {where} · seed {record['seed']} #{record['index']}"
+        where = record.get("source") or record.get("background") or "new sample"
+        mode = f"gan {record['kind']}" if record["mode"] == "gan" and record.get("kind") else record["mode"]
+        return f"{mode} · {where} · seed {record['seed']} #{record['index']}"
 
     def cancel_token(self, session) -> CancelToken:
         return self.per_session.get(session, "cancel", CancelToken)
@@ -213,6 +305,14 @@ def _composite_request(classes, names, lo, hi, blending, size, distractors, trun
                             background_pool="all" if any_background else "labelled")  # fmt: skip
 
 
+def _run_label(run) -> str:
+    """How the run picker shows a run: name, kind, step, and what stops it from being used."""
+    label = f"{run.name} · {run.kind} · step {run.step}/{run.steps}"
+    if not run.has_checkpoint:
+        return label + " (no checkpoint yet)"
+    return label + (f" · {run.state}" if run.state in ("starting", "running", "paused") else "")
+
+
 def _kept_message(new: list[str], before: list[str], folder) -> str:
     parts = []
     if new:
@@ -232,6 +332,13 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> GenerateContro
         model = gr.Dropdown(choices=controller.model_choices("composite"), value="composite", label="Model",
                             elem_id="gen-model", scale=2)  # fmt: skip
     model_note = gr.Markdown(controller.model_status("composite", None), elem_id="gen-model-note")
+    with gr.Group(visible=False) as gan_box:  # shown for the gan backend
+        with gr.Row():
+            gan_path = gr.Textbox(label="…or a run folder (path; overrides the picked run)", elem_id="gen-gan-path",
+                                  placeholder="/path/to/run (written by segstudio train --out RUN)", scale=3)  # fmt: skip
+            gan_maps = gr.Radio(list(GAN_MAPS), value="sample", elem_id="gen-gan-maps", scale=3,
+                                label="Label maps (label2image runs; pair runs make their own)")  # fmt: skip
+            gan_refresh = gr.Button("↻ Runs", elem_id="gen-gan-refresh", scale=1, min_width=80)
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             source_view = gr.Image(
@@ -320,15 +427,23 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> GenerateContro
                                     interactive=False, elem_id="gen-preview-grid", visible=True)  # fmt: skip
             preview_note = gr.Markdown(elem_id="gen-preview-note")
 
-    @shows_errors
-    def on_backend(kind: str):
-        choices = controller.model_choices(kind)
-        value = choices[0][1] if choices else None
-        return gr.Dropdown(choices=choices, value=value), controller.model_status(kind, value)
+    def runnable(kind: str, model_id: str | None, path: str | None) -> tuple[str, gr.Button]:
+        """The model note and the Generate button (greyed for the gan backend until a usable run is chosen)."""
+        if kind != "gan":
+            return controller.model_status(kind, model_id), gr.Button(interactive=True)
+        note, ok = controller.gan_status((path or "").strip() or model_id)
+        return note, gr.Button(interactive=ok)
 
     @shows_errors
-    def on_model(kind: str, model_id: str | None):
-        return controller.model_status(kind, model_id)
+    def on_backend(kind: str, path: str | None):
+        choices = controller.model_choices(kind)
+        value = choices[0][1] if choices else None
+        picker = gr.Dropdown(choices=choices, value=value, interactive=bool(choices) or kind != "gan")
+        return picker, *runnable(kind, value, path), gr.Group(visible=kind == "gan")
+
+    @shows_errors
+    def on_model(kind: str, model_id: str | None, path: str | None):
+        return runnable(kind, model_id, path)
 
     @shows_errors
     def on_sample(sample_id: str | None):
@@ -365,8 +480,8 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> GenerateContro
 
     @shows_errors
     def on_run(sample_id, kind, model_id, seed_value, n, text, neg, st, gd, sc, w, h, b, sl, tl, of, names, lo, hi, bl,
-               bs, dist, trunc, ovl, smin, smax, rot, any_bg, mode, share_lo, share_hi, bgo, pos, ground, hz,
-               request: gr.Request, progress=gr.Progress()):  # fmt: skip
+               bs, dist, trunc, ovl, smin, smax, rot, any_bg, mode, share_lo, share_hi, bgo, pos, ground, hz, gan_run,
+               maps, request: gr.Request, progress=gr.Progress()):  # fmt: skip
         session = getattr(request, "session_hash", None)
         report = lambda f, m="": progress(f, desc=m)  # noqa: E731
         if kind == "composite":
@@ -374,6 +489,9 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> GenerateContro
             req = tab_request(names, lo, hi, bl, bs, dist, trunc, ovl, smin, smax, rot, seed_value, n, sample_id, any_bg,
                               mode, share_lo, share_hi, bgo, pos, ground, hz)  # fmt: skip
             return controller.run_composite(session, req, report), None, ""
+        if kind == "gan":
+            run_dir = (gan_run or "").strip() or model_id
+            return controller.run_gan(session, run_dir, maps, sample_id, seed_value, n, report), None, ""
         if not sample_id:
             raise InvalidInput("pick a sample with a label map first")
         settings = _diffusion_settings(text, neg, st, gd, sc, w, h, seed_value, n, b, sl, tl, of)
@@ -421,12 +539,15 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> GenerateContro
     run_inputs = [sample, backend, model, seed, count, prompt, negative, steps, guidance, scale, width, height, batch,
                   slicing, tiling, offload, composite_classes, min_objects, max_objects, blending, blend_size, distractors,
                   truncation, overlap, min_scale, max_scale, rotate, any_background, size_mode, min_share, max_share,
-                  bg_overlap, position, ground_plane, horizon]  # fmt: skip
+                  bg_overlap, position, ground_plane, horizon, gan_path, gan_maps]  # fmt: skip
     preview_inputs = [seed, composite_classes, min_objects, max_objects, blending, blend_size, distractors, truncation,
                       overlap, min_scale, max_scale, rotate, any_background, size_mode, min_share, max_share, bg_overlap,
                       position, ground_plane, horizon]  # fmt: skip
-    backend.change(on_backend, inputs=backend, outputs=[model, model_note])
-    model.change(on_model, inputs=[backend, model], outputs=model_note)
+    backend.change(on_backend, inputs=[backend, gan_path], outputs=[model, model_note, run, gan_box])
+    # .input (the user's pick): a backend change or a refresh sets the note and the button themselves
+    model.input(on_model, inputs=[backend, model, gan_path], outputs=[model_note, run])
+    gan_path.change(on_model, inputs=[backend, model, gan_path], outputs=[model_note, run])
+    gan_refresh.click(on_backend, inputs=[backend, gan_path], outputs=[model, model_note, run, gan_box])
     sample.change(on_sample, inputs=sample, outputs=[source_view, condition_view, prompt, source_note])
     demo.load(on_live, inputs=[any_background, sample], outputs=[sample, source_view, condition_view, prompt, source_note])
     run_event = run.click(on_run, inputs=run_inputs, outputs=[results, selected, kept_note], concurrency_id="gpu",

@@ -39,7 +39,7 @@ def _without_ledger(tree: dict) -> dict:
 @pytest.mark.parametrize(("change", "message"), [
     ({"seed": -1}, "seed: a non-negative integer"),
     ({"real": "maybe"}, "real: one of include, exclude"),
-    ({"generate": [{"backend": "gan", "count": 1}]}, r"generate\[0\].backend: one of composite"),
+    ({"generate": [{"backend": "dcgan", "count": 1}]}, r"generate\[0\].backend: one of composite"),
     ({"generate": [{"backend": "composite"}]}, r"generate\[0\]: give exactly one of count"),
     ({"generate": [{"backend": "composite", "count": 1, "options": {"blur": 3}}]}, r"generate\[0\].options.blur: unknown"),
     ({"generate": [{"backend": "controlnet", "count": 1}]}, r"generate\[0\].model: the controlnet backend needs"),

@@ -128,3 +128,35 @@ def test_actors_ask_for_a_gpu_only_for_diffusion_jobs_on_a_cluster_with_gpus(sam
     assert actor_plan(diffusion, 4, {"CPU": 16.0, "GPU": 2.0}) == (2, {"num_cpus": 1, "num_gpus": 1})
     assert actor_plan(diffusion, 3, {"CPU": 8.0}) == (3, {"num_cpus": 1, "num_gpus": 0})
     assert actor_plan(composite, 0, {"CPU": 8.0})[0] == 1
+
+
+def test_gan_steps_on_ray_give_the_local_runners_maps(ray_address, tmp_path):
+    """A label2image step on a recombine step's maps and a pair step: made by a Ray actor that loads the run."""
+    pytest.importorskip("torch")
+    from tests.core.generate.gan_runs import gan_toy_dataset, one_torch_thread, tiny_run
+
+    data = gan_toy_dataset(tmp_path / "toy")
+    l2i = tiny_run("label2image", data, tmp_path / "l2i", tmp_path / "ws")
+    pair = tiny_run("pair", data, tmp_path / "pair", tmp_path / "ws")
+    recipe = _recipe(data, real="exclude", formats=["voc"], split={"train": 1.0},
+                     generate=[{"backend": "recombine", "count": 2, "options": {"classes": ["c2"], "min_area": 8}},
+                               {"backend": "gan", "model": str(l2i), "count": 2, "options": {"maps_from": 1}},
+                               {"backend": "gan", "model": str(pair), "count": 2}])  # fmt: skip
+    with one_torch_thread():
+        local = run_export(recipe, tmp_path / "local")
+    on_ray = run_export(recipe, tmp_path / "ray", runner="ray", workers=1)
+    assert on_ray.made == local.made == 6 and not on_ray.failures, on_ray.failures
+    for name in ("gen2_gan_000000", "gen2_gan_000001", "gen3_gan_000000", "gen3_gan_000001"):
+        for folder, ext in (("SegmentationClass", "png"), ("JPEGImages", "jpg")):
+            ours, theirs = (tmp_path / run / folder / f"{name}.{ext}" for run in ("local", "ray"))
+            assert ours.read_bytes() == theirs.read_bytes(), (name, folder)
+    assert (tmp_path / "ray" / "SegmentationClass" / "gen2_gan_000001.png").read_bytes() == (
+        tmp_path / "ray" / "SegmentationClass" / "gen1_recombine_000001.png").read_bytes()
+
+
+def test_actors_ask_for_a_gpu_for_gan_jobs_on_a_cluster_with_gpus(samples_copy):
+    from core.export.plan import Job
+
+    job = Job("0" * 16, 0, 1, 0, "gan", "gen1_gan_000000", None, None, (0, 1, 0))
+    assert actor_plan([job], 4, {"CPU": 16.0, "GPU": 2.0}) == (2, {"num_cpus": 1, "num_gpus": 1})
+    assert actor_plan([job], 2, {"CPU": 8.0}) == (2, {"num_cpus": 1, "num_gpus": 0})

@@ -1,7 +1,7 @@
 """``segstudio <command>``: a thin command line over the engine.
 
 Commands: ``studio`` (open the browser studio), ``models`` (which model weights are present and where
-they belong), ``info`` (what a dataset folder holds), ``train`` (a GAN on a dataset, resumable), and more. Errors a user can cause print one line naming
+they belong), ``info`` (what a dataset folder holds), ``train`` (a GAN on a dataset, resumable), ``train-segmenter`` / ``evaluate-segmenter`` (the task model), and more. Errors a user can cause print one line naming
 the problem and exit with status 2; nothing prints a traceback for them.
 
 The ``studio`` command lives in the ``studio`` package, which plugs itself in through the
@@ -662,6 +662,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     tr.add_argument("--resume", action="store_true", help="continue the run in RUN from its latest checkpoint")
     tr.set_defaults(handler=_run_train)
+
+    from core.task.commands import add_parsers as add_segmenter_parsers
+
+    add_segmenter_parsers(sub)
 
     info = sub.add_parser("info", help="summarise a dataset folder, with its samples counted by status")
     info.add_argument("dir", metavar="DIR")

@@ -314,6 +314,8 @@ def _run_generate(args: argparse.Namespace) -> int:
     from core.labels.recombine import write_samples
     from core.store import SkipReport
 
+    if args.mode != "random":
+        return _run_hard_composites(args)
     dataset = open_store(args.dir)
     skipped = SkipReport()
     if args.backend == "composite":
@@ -343,6 +345,24 @@ def _run_generate(args: argparse.Namespace) -> int:
     manifest = write_samples(args.out, dataset.classes, samples)
     print(f"wrote {len(samples)} samples to {args.out} (manifest {manifest})")
     _skipped_note(skipped)
+    return 0
+
+
+def _run_hard_composites(args: argparse.Namespace) -> int:
+    """``generate --backend composite --mode mined|hard``: composites the task model gets most wrong."""
+    from core.errors import InvalidInput
+    from core.task.hard import HardSettings, write_hard_composites
+
+    if args.backend != "composite":
+        raise InvalidInput(f"--mode {args.mode} works with --backend composite only, got --backend {args.backend}")
+    mode = "mined" if args.mode == "mined" else "adversarial"
+    settings = HardSettings(mode=mode, candidates=args.candidates, steps=args.hard_steps)
+    result = write_hard_composites(args.dir, args.out, args.count, args.seed, mode, args.task_run,
+                                   request=_composite_request(args), settings=settings)  # fmt: skip
+    print(f"wrote {result.written} {mode} hard composites to {args.out} (manifest {result.manifest}; task model "
+          f"{result.task_run})")  # fmt: skip
+    for problem in result.skipped:
+        print(f"skipped: {problem}", file=sys.stderr)
     return 0
 
 
@@ -443,11 +463,9 @@ def _plausible_placement(args: argparse.Namespace) -> dict:
                 ground_plane=args.ground_plane, horizon=args.horizon)  # fmt: skip
 
 
-def _composite_samples(dataset, args: argparse.Namespace, skipped):
-    from core.generate.composite import CompositeParams, CompositeRequest, composite_or_skip
+def _composite_request(args: argparse.Namespace):
+    from core.generate.composite import CompositeParams, CompositeRequest
     from core.labels.overlay import Placement
-    from core.labels.recombine import RegionLibrary
-    from core.progress import track
 
     placement = Placement(mode="random", max_translate=args.max_translate, scale=(args.min_scale, args.max_scale),
                           max_rotate=args.max_rotate, flip=not args.no_flip, **_plausible_placement(args))  # fmt: skip
@@ -458,6 +476,15 @@ def _composite_samples(dataset, args: argparse.Namespace, skipped):
                                tuple(args.background) if args.background else None, args.min_area,
                                background_pool=args.backgrounds, stuff=tuple(args.stuff) if args.stuff else None,
                                paste_stuff=args.paste_stuff)  # fmt: skip
+    return request
+
+
+def _composite_samples(dataset, args: argparse.Namespace, skipped):
+    from core.generate.composite import composite_or_skip
+    from core.labels.recombine import RegionLibrary
+    from core.progress import track
+
+    request = _composite_request(args)
     library = RegionLibrary(dataset, request.min_area)
     library.skipped = skipped
     made = [composite_or_skip(library, request, i) for i in track(range(request.count), message="compositing")]
@@ -604,6 +631,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--backgrounds", choices=["labelled", "all"], default="labelled",
                      help="composite: draw backgrounds from labelled samples only (default), or from all images: "
                           "then pixels of unlabelled ones outside pasted objects are 255 (ignore), never background")  # fmt: skip
+    gen.add_argument("--mode", choices=["random", "mined", "hard"], default="random",
+                     help="composite: random placements (default); mined: the hardest of --candidates random ones for "
+                          "the task model; hard: placements from an adversarial synthesizer trained against it "
+                          "(Tripathi et al. 2019)")  # fmt: skip
+    gen.add_argument("--task-run", metavar="RUN", default=None,
+                     help="composite --mode mined|hard: a segmenter run (segstudio train-segmenter); default: train "
+                          "a small one on DIR first, into OUT/task_run")  # fmt: skip
+    gen.add_argument("--candidates", type=int, default=8, metavar="K", help="--mode mined: candidates per composite")
+    gen.add_argument("--hard-steps", type=int, default=200, metavar="N", help="--mode hard: synthesizer steps")
     gen.add_argument("--min-objects", type=int, default=1)
     gen.add_argument("--max-objects", type=int, default=3)
     gen.add_argument("--blending", choices=["none", "gaussian", "poisson", "box", "motion"], default="gaussian")

@@ -256,3 +256,17 @@ def test_cancel_stops_training_and_generation(store, model):
         hard.train_hard_synthesizer(store, model, settings, REQUEST, cancel=token)
     with pytest.raises(Cancelled):
         hard.make_hard_composites(store, 2, mode="mined", task=model, request=REQUEST, cancel=token)
+
+
+def test_generate_cli_mined_and_hard_modes(toy_root, trained_run, tmp_path, capsys):
+    from core.cli import main
+
+    run_dir, _, _ = trained_run
+    out = tmp_path / "cli_mined"
+    code = main(["generate", str(toy_root), "--backend", "composite", "--mode", "mined", "--task-run", str(run_dir),
+                 "--candidates", "2", "--count", "2", "--seed", "3", "--min-area", "4", "--out", str(out)])  # fmt: skip
+    assert code == 0 and "2 mined hard composites" in capsys.readouterr().out
+    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [len(r["hard"]["scores"]) for r in lines] == [2, 2]
+    assert main(["generate", str(toy_root), "--backend", "gan", "--mode", "mined", "--out", str(tmp_path / "x")]) == 2
+    assert "--backend composite only" in capsys.readouterr().err

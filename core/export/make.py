@@ -48,6 +48,7 @@ class MakeContext:
         self.store = store or DatasetStore(recipe.source)
         self._libraries: dict[int, object] = {}
         self._clip = None
+        self._segmenter = None
         self._plan: list | None = None
 
     def step_jobs(self, number: int) -> list[Job]:
@@ -69,6 +70,17 @@ class MakeContext:
 
             self._clip = default_registry().load(CLIP_MODEL_ID)
         return self._clip
+
+    def segmenter(self):
+        """The recipe's quality segmenter (loaded once per process), else ``None``."""
+        run = self.recipe.quality.get("segmenter")
+        if not run:
+            return None
+        if self._segmenter is None:
+            from core.task.evaluate import load_segmenter
+
+            self._segmenter = load_segmenter(run, "best", device="auto")
+        return self._segmenter
 
     def library(self, min_area: int):
         from core.labels.recombine import RegionLibrary

@@ -31,6 +31,7 @@ def preflight(recipe: Recipe, store: DatasetStore, jobs: list[Job], out: Path, *
     """
     check_models(recipe, registry)
     check_gan_runs(recipe, store)
+    check_segmenter(recipe, store)
     check_classes(recipe, store)
     needed = estimate_bytes(recipe, store, jobs)
     free = shutil.disk_usage(_existing_parent(out)).free
@@ -61,6 +62,22 @@ def check_models(recipe: Recipe, registry=None) -> None:
         status = registry.status(model_id)
         if not status.available:
             raise InvalidInput(f"recipe: {key}: {status.install_message()}")
+
+
+def check_segmenter(recipe: Recipe, store: DatasetStore) -> None:
+    """The quality segmenter's run holds a checkpoint and predicts the dataset's classes."""
+    run = recipe.quality.get("segmenter")
+    if not run:
+        return
+    from core.task.evaluate import load_segmenter
+
+    try:
+        model = load_segmenter(run, "best", device="cpu")
+    except InvalidInput as exc:
+        raise InvalidInput(f"recipe: quality.segmenter: {exc}") from None
+    if tuple(model.classes.names) != tuple(store.classes.names):
+        raise InvalidInput(f"recipe: quality.segmenter: {run} predicts the classes {', '.join(model.classes.names)} but "
+                           f"the dataset has {', '.join(store.classes.names)}; train it on this dataset")  # fmt: skip
 
 
 def check_gan_runs(recipe: Recipe, store: DatasetStore) -> None:

@@ -11,6 +11,10 @@
 - ``clip``: with a CLIP model installed (registry id ``clip-vit-b32``, offline), the cosine similarity of the
   image with ``"a photo of <classes present>"``, as CLIP defines it (about 0.2 to 0.35 for matching pairs).
   It checks that the classes are visible somewhere, not where.
+- ``segmenter``: with a segmenter trained on the real data (``segstudio train-segmenter``), the mIoU of its
+  prediction on the generated image against the sample's label map (classes present in either; the
+  label-consistency figure SPADE / OASIS report): does a model that knows the real data see the classes where
+  the map puts them? It is only as good as that segmenter (compare it with the segmenter's own test mIoU).
 """
 
 from __future__ import annotations
@@ -119,13 +123,29 @@ def _as_tensor(features):
     return features
 
 
-def score(image: np.ndarray, label_map: np.ndarray, classes: ClassSet, clip=None) -> dict:
+def segmenter_score(segmenter, image: np.ndarray, label_map: np.ndarray) -> float | None:
+    """mIoU of ``segmenter`` (a :class:`core.task.evaluate.LoadedSegmenter`) on ``image`` against ``label_map``;
+    ``None`` when the map is all ignore (nothing to score)."""
+    from core.errors import SampleProblem
+    from core.task.evaluate import score_sample
+
+    try:
+        return round(score_sample(segmenter, image, label_map), 4)
+    except SampleProblem:
+        return None
+
+
+def score(image: np.ndarray, label_map: np.ndarray, classes: ClassSet, clip=None, segmenter=None) -> dict:
     """The scores of one generated sample: ``{"boundary": {precision, recall, f} | None, "clip": float | None,
-    "score": the boundary F (the gate's number, ``None`` when there is no boundary)}``."""
+    "segmenter": float | None (only with a segmenter), "score": the boundary F (the gate's number, ``None`` when
+    there is no boundary)}``."""
     boundary = boundary_agreement(image, label_map, classes.ignore_index)
     clip_value = None if clip is None else round(clip_similarity(clip, image, class_prompt(label_map, classes)), 4)
-    return {"boundary": None if boundary is None else boundary.to_json(), "clip": clip_value,
-            "score": None if boundary is None else round(boundary.f, 4)}  # fmt: skip
+    out = {"boundary": None if boundary is None else boundary.to_json(), "clip": clip_value,
+           "score": None if boundary is None else round(boundary.f, 4)}  # fmt: skip
+    if segmenter is not None:
+        out["segmenter"] = segmenter_score(segmenter, image, label_map)
+    return out
 
 
 def passes(scores: dict, gate: dict) -> tuple[bool, str]:
@@ -135,4 +155,7 @@ def passes(scores: dict, gate: dict) -> tuple[bool, str]:
         return False, f"boundary score {scores['score']:.3f} < min_score {min_score}"
     if min_clip is not None and scores.get("clip") is not None and scores["clip"] < min_clip:
         return False, f"CLIP score {scores['clip']:.3f} < min_clip {min_clip}"
+    min_seg = gate.get("min_segmenter")
+    if min_seg is not None and scores.get("segmenter") is not None and scores["segmenter"] < min_seg:
+        return False, f"segmenter mIoU {scores['segmenter']:.3f} < min_segmenter {min_seg}"
     return True, ""

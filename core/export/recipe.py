@@ -34,7 +34,7 @@ BACKENDS = ("composite", "recombine", "controlnet", "t2i-adapter", "gan")
 FORMATS = ("voc", "coco", "cityscapes", "yolo-seg", "mmseg", "hf")
 REAL_CHOICES = ("include", "exclude")
 TOP_KEYS = ("source", "seed", "real", "generate", "split", "formats", "quality", "review")
-QUALITY_KEYS = ("min_score", "min_clip", "clip")
+QUALITY_KEYS = ("min_score", "min_clip", "clip", "segmenter", "min_segmenter")
 STEP_KEYS = ("backend", "count", "balance", "options", "model")
 PLAUSIBLE_OPTIONS = ("size", "min_area_share", "max_area_share", "max_stretch", "position", "ground_plane", "horizon")
 COMPOSITE_OPTIONS = ("classes", "blending", "blend_size", "objects", "max_truncation", "max_overlap", "distractors",
@@ -134,7 +134,7 @@ class Recipe:
             review = False
         if not isinstance(review, bool):
             raise _fail("review", f"true or false, got {review!r}")
-        quality = _quality(doc.get("quality"))
+        quality = _quality(doc.get("quality"), base)
         if real == "exclude" and not parsed:
             raise _fail("generate", "with real: exclude, at least one generation step is needed")
         return cls(str(source.resolve()), seed, real, parsed, split, tuple(dict.fromkeys(formats)), quality, review)
@@ -218,7 +218,7 @@ def _check_maps_from(steps: tuple[Step, ...], i: int) -> None:
                                       "maps by their classes)")  # fmt: skip
 
 
-def _quality(quality) -> dict:
+def _quality(quality, base: Path | None = None) -> dict:
     if quality is None:
         return {}
     if not isinstance(quality, dict):
@@ -226,7 +226,7 @@ def _quality(quality) -> dict:
     unknown = sorted(set(quality) - set(QUALITY_KEYS))
     if unknown:
         raise _fail(f"quality.{unknown[0]}", f"unknown key; accepted: {', '.join(QUALITY_KEYS)}")
-    for key, low in (("min_score", 0.0), ("min_clip", -1.0)):
+    for key, low in (("min_score", 0.0), ("min_clip", -1.0), ("min_segmenter", 0.0)):
         value = quality.get(key)
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= 1):
             raise _fail(f"quality.{key}", f"a number in [{low:g}, 1], got {value!r}")
@@ -235,7 +235,17 @@ def _quality(quality) -> dict:
         raise _fail("quality.clip", f"true or false, got {clip!r}")
     if quality.get("min_clip") is not None and not clip:
         raise _fail("quality.clip", "min_clip needs the CLIP score: leave clip out or set it to true")
-    return {k: v for k, v in {**quality, "clip": clip}.items() if v is not None}
+    segmenter = quality.get("segmenter")
+    if segmenter is not None:
+        if not isinstance(segmenter, str) or not segmenter.strip():
+            raise _fail("quality.segmenter", f"a segmenter run folder (segstudio train-segmenter --out RUN), got "
+                                             f"{segmenter!r}")  # fmt: skip
+        path = Path(segmenter).expanduser()
+        segmenter = str((base / path if not path.is_absolute() and base is not None else path).resolve())
+    if quality.get("min_segmenter") is not None and segmenter is None:
+        raise _fail("quality.min_segmenter", "needs quality.segmenter: the run folder of a segmenter trained on the "
+                                             "real data")  # fmt: skip
+    return {k: v for k, v in {**quality, "clip": clip, "segmenter": segmenter}.items() if v is not None}
 
 
 def _split(split) -> dict[str, float]:

@@ -34,6 +34,7 @@ class ReviewItem:
         source: the real sample it was made from, if any.
         score: the boundary score (``None`` when the label map has one class only).
         clip: the CLIP score, when computed.
+        segmenter: the segmenter's mIoU against the label map, when the recipe names a segmenter.
         image: the image file (under ``OUT/review/``).
         label: the label-map file.
     """
@@ -47,6 +48,7 @@ class ReviewItem:
     clip: float | None
     image: Path
     label: Path
+    segmenter: float | None = None
 
 
 def open_ledger(out: str | Path) -> Ledger:
@@ -86,7 +88,8 @@ def _item(out: Path, row: dict) -> ReviewItem:
     quality = record.get("quality") or {}
     files = record.get("files") or {}
     return ReviewItem(job.id, job.output_id, job.step, job.kind, (record.get("provenance") or {}).get("source"),
-                      quality.get("score"), quality.get("clip"), out / files.get("image", ""), out / files.get("label", ""))  # fmt: skip
+                      quality.get("score"), quality.get("clip"), out / files.get("image", ""), out / files.get("label", ""),
+                      quality.get("segmenter"))  # fmt: skip
 
 
 def decide(out: str | Path, job_id: str, decision: str) -> str:

@@ -104,7 +104,7 @@ def _make_one(job: Job, context: MakeContext, out: Path) -> tuple[dict, dict | N
     record = {"source": made.source, **made.record}
     classes = context.store.classes
     if job.kind != "real":
-        record["quality"] = quality_score(made.image, made.label_map, classes, context.clip())
+        record["quality"] = quality_score(made.image, made.label_map, classes, context.clip(), context.segmenter())
         passed, reason = passes(record["quality"], context.recipe.quality)
         if not passed:
             return {**record, "gate": reason}, None

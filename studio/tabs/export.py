@@ -524,9 +524,10 @@ class ExportController:
             source = self.ctx.store.image(item.source)
         score = "–" if item.score is None else f"{item.score:.3f}"
         clip = "–" if item.clip is None else f"{item.clip:.3f}"
+        seg = "" if item.segmenter is None else f" · segmenter mIoU <b>{item.segmenter:.3f}</b>"
         where = f"source <code>{html.escape(item.source)}</code>" if item.source else "no source sample"
         info = (f"<b>{html.escape(item.output_id)}</b> · step {item.step} ({html.escape(item.kind)}) · boundary score "
-                f"<b>{score}</b> · CLIP {clip} · {where}{sample_legend(classes, label_map, [])}")  # fmt: skip
+                f"<b>{score}</b> · CLIP {clip}{seg} · {where}{sample_legend(classes, label_map, [])}")  # fmt: skip
         return ReviewView(item, image, labels, source, info)
 
     @staticmethod

@@ -9,14 +9,21 @@
   once per round, as many whole rounds as fit, then a seeded subset of one more round (so each is used equally
   often, give or take one, and the requested mix of real and synthetic holds); ``overflow="cap"`` takes each
   once and stops. Either way :class:`SyntheticDraw` says what happened (``note``).
-- :func:`augment_batch`: the standard augmentations in numpy (albumentations is not a dependency here): ``"none"``,
-  ``"flip"`` (horizontal, p = 0.5), ``"scale"`` (log-uniform random scale in ``[0.5, 2.0]``, then a random ``size x size``
-  crop, padded where the scaled sample is smaller: image 0, label 255) and ``"flip+scale"``. Label maps move by
-  nearest neighbour only, so they never gain a value other than the ones they had and 255 (the padding).
+- :func:`augment_batch`: the standard augmentations, through albumentations (2.x): ``"none"``, ``"flip"``
+  (horizontal, p = 0.5), ``"scale"`` (the common segmentation recipe: ``RandomScale`` by a factor uniform in
+  ``[0.5, 2.0]``, ``PadIfNeeded`` back to the side at a random position (image 0, label 255), ``RandomCrop``),
+  ``"color"`` (``ColorJitter``: brightness, contrast, saturation 1 +- 0.2, hue +- 0.05, p = 0.8; image only), any
+  of these joined by ``+`` (``"flip+scale"``), and ``"full"`` (all three). Label maps move by nearest neighbour
+  only, so they never gain a value other than the ones they had and 255 (the padding). Each sample takes two draws
+  from the step's generator (the flip coin, then a seed from which every transform gets a seed of its own), so
+  a training sample's augmentation depends only on (seed, step, index in the batch).
+  :func:`hflip` and :func:`scale_crop` are the same operations in plain numpy / OpenCV, for callers that pick
+  the parameters themselves.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,11 +32,13 @@ import numpy as np
 from core.errors import InvalidInput
 from core.types import ClassSet
 
-AUGMENT_OPS = ("flip", "scale")
-AUGMENTATIONS = ("none", "flip", "scale", "flip+scale")
+AUGMENT_OPS = ("flip", "scale", "color")  # in the order they are applied
+AUGMENTATIONS = ("none", "flip", "scale", "flip+scale", "color", "flip+color", "full")
 OVERFLOW = ("repeat", "cap")
 SPLIT_NAMES = ("train", "val", "test")
 SCALE_RANGE = (0.5, 2.0)
+COLOR_JITTER = (0.2, 0.2, 0.2, 0.05)  # brightness, contrast, saturation (factor 1 +- x), hue (shift +- x turns)
+COLOR_P = 0.8
 IGNORE = 255
 
 
@@ -278,7 +287,9 @@ def draw_synthetic(pools: list[list[str]], n_real_train: int, ratio: float, seed
 
 
 def parse_augmentation(policy: str) -> tuple[str, ...]:
-    """``"flip+scale"`` -> ``("flip", "scale")``; ``"none"`` or ``""`` -> ``()``.
+    """``"flip+scale"`` -> ``("flip", "scale")``; ``"full"`` -> every op; ``"none"`` or ``""`` -> ``()``.
+
+    Ops come back in the order they are applied (:data:`AUGMENT_OPS`), whatever order they were written in.
 
     Raises:
         InvalidInput: an unknown part.
@@ -286,11 +297,69 @@ def parse_augmentation(policy: str) -> tuple[str, ...]:
     text = (policy or "none").strip().lower()
     if text == "none":
         return ()
+    if text == "full":
+        return AUGMENT_OPS
     ops = tuple(p.strip() for p in text.split("+"))
     bad = [p for p in ops if p not in AUGMENT_OPS]
     if bad or len(set(ops)) != len(ops):
-        raise InvalidInput(f"augmentation {policy!r} is unknown; accepted: {', '.join(AUGMENTATIONS)}")
+        raise InvalidInput(f"augmentation {policy!r} is unknown; accepted: {', '.join(AUGMENTATIONS)} (or ops of "
+                           f"{', '.join(AUGMENT_OPS)} joined by +)")  # fmt: skip
     return tuple(op for op in AUGMENT_OPS if op in ops)
+
+
+def albumentations_module():
+    """``albumentations``, imported with its update check off (SegStudio makes no network call unasked)."""
+    import os
+
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations
+
+    return albumentations
+
+
+_PIPELINES = threading.local()
+
+
+def augmentation_pipeline(ops: tuple[str, ...], flip: bool, height: int, width: int):
+    """The albumentations ``Compose`` for ``ops`` at ``height x width`` (``None`` when it would do nothing).
+
+    ``flip`` says whether this sample is mirrored (the coin is drawn by :func:`augment_pair`, not by
+    albumentations). Pipelines are cached per thread: seeding one mutates it, so threads never share one.
+    """
+    key = (ops, bool(flip), int(height), int(width))
+    cache = getattr(_PIPELINES, "cache", None)
+    if cache is None:
+        cache = _PIPELINES.cache = {}
+    if key not in cache:
+        import cv2
+
+        A = albumentations_module()
+        steps = []
+        if "flip" in ops and flip:
+            steps.append(A.HorizontalFlip(p=1.0))
+        if "scale" in ops:
+            lo, hi = SCALE_RANGE
+            steps += [A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), interpolation=cv2.INTER_LINEAR,
+                                    mask_interpolation=cv2.INTER_NEAREST, p=1.0),
+                      A.PadIfNeeded(min_height=height, min_width=width, position="random",
+                                    border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE),
+                      A.RandomCrop(height=height, width=width, p=1.0)]  # fmt: skip
+        if "color" in ops:
+            steps.append(A.ColorJitter(brightness=COLOR_JITTER[0], contrast=COLOR_JITTER[1],
+                                       saturation=COLOR_JITTER[2], hue=COLOR_JITTER[3], p=COLOR_P))  # fmt: skip
+        cache[key] = A.Compose(steps, mask_interpolation=cv2.INTER_NEAREST) if steps else None
+    return cache[key]
+
+
+def seed_pipeline(pipeline, seed: int) -> None:
+    """Seed a ``Compose`` and give each of its transforms a seed of its own, derived from ``seed``.
+
+    (``Compose.set_random_seed`` hands every transform the same seed, so their first draws would be equal: the scale
+    factor and the brightness factor, say, would move together.)
+    """
+    pipeline.set_random_seed(int(seed))
+    for k, transform in enumerate(pipeline.transforms):
+        transform.set_random_seed(int(np.random.SeedSequence([int(seed), k]).generate_state(1)[0]))
 
 
 def hflip(image: np.ndarray, label_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -337,19 +406,27 @@ def scale_crop(image: np.ndarray, label_map: np.ndarray, scale: float, offset: t
 
 def augment_pair(image: np.ndarray, label_map: np.ndarray, ops: tuple[str, ...],
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Apply ``ops`` (from :func:`parse_augmentation`) to one square sample; the output has the input's shape.
+    """Apply ``ops`` (from :func:`parse_augmentation`) to one sample through albumentations; shapes are kept.
 
-    Draws from ``rng`` in a fixed order (flip coin, then scale and offsets), whatever the ops, so one policy's
-    parameters do not shift another's.
+    Args:
+        image: ``H x W x 3 uint8`` RGB.
+        label_map: ``H x W uint8`` class indices, 255 = ignore.
+        ops: e.g. ``("flip", "scale")``.
+        rng: takes exactly two draws, whatever the ops: the flip coin (``rng.random() < 0.5``), then the seed of the
+            albumentations transforms. So one sample's augmentation depends only on the generator's state, and
+            within a batch only on (the step's seed, the sample's index).
+
+    Returns:
+        ``(H x W x 3 uint8, H x W uint8)``; label values are a subset of the input's plus 255 (the padding).
     """
     flip = rng.random() < 0.5
-    scale = float(np.exp(rng.uniform(np.log(SCALE_RANGE[0]), np.log(SCALE_RANGE[1]))))
-    offset = (float(rng.random()), float(rng.random()))
-    if "flip" in ops and flip:
-        image, label_map = hflip(image, label_map)
-    if "scale" in ops:
-        image, label_map = scale_crop(image, label_map, scale, offset, label_map.shape[0])
-    return image, label_map
+    seed = int(rng.integers(0, 2**63 - 1))
+    pipeline = augmentation_pipeline(tuple(ops), flip, *label_map.shape[:2])
+    if pipeline is None:
+        return image, label_map
+    seed_pipeline(pipeline, seed)
+    out = pipeline(image=np.ascontiguousarray(image), mask=np.ascontiguousarray(label_map))
+    return np.ascontiguousarray(out["image"]), np.ascontiguousarray(out["mask"])
 
 
 def augment_batch(images: np.ndarray, label_maps: np.ndarray, policy: str, rng: np.random.Generator

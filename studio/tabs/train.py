@@ -218,6 +218,7 @@ class TrainController:
         return steps / secs if steps > 0 and secs > 0 else 0.0
 
     def evaluation_text(self, run_dir: Path) -> str:
+        """``eval.json`` (written at each checkpoint, see :mod:`core.train.evaluate`) as a few lines of Markdown."""
         import json
 
         path = run_dir / "eval.json"
@@ -227,19 +228,29 @@ class TrainController:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return ""
-        lines = [f"**Evaluation** at step {doc.get('step', '?')}"]
-        for key, value in doc.items():
-            if key == "step":
-                continue
-            if isinstance(value, dict) and "skipped" in value:
-                lines.append(f"- {key}: skipped ({html.escape(str(value['skipped']))})")
-            elif isinstance(value, int | float):
-                lines.append(f"- {key}: {value:.4g}")
-            elif isinstance(value, dict):
-                shown = ", ".join(f"{k} {v:.4g}" for k, v in value.items() if isinstance(v, int | float))
-                if shown:
-                    lines.append(f"- {key}: {shown}")
-        return "\n".join(lines)
+        return evaluation_markdown(doc)
+
+
+def evaluation_markdown(doc: dict) -> str:
+    """The in-run evaluation: per-class colour statistics (generated vs real) and FID / KID or why they were
+    skipped."""
+    lines = [f"**Evaluation** at step {doc.get('step', '?')} ({doc.get('n', '?')} samples)"]
+    color = doc.get("color") or {}
+    if color.get("color_fd") is not None:
+        lines.append(f"- colour Fréchet distance per class (0-255 units, lower is closer to the real pixels): "
+                     f"**{color['color_fd']:.1f}**; mean-colour distance {color.get('mean_color_l2', 0):.1f}")  # fmt: skip
+    for name, stats in (color.get("classes") or {}).items():
+        if isinstance(stats, dict) and stats.get("frechet") is not None:
+            lines.append(f"  - {html.escape(str(name))}: {stats['frechet']:.1f} (mean colour real "
+                         f"{stats.get('real_mean')}, generated {stats.get('generated_mean')})")  # fmt: skip
+    if color.get("missing"):
+        lines.append(f"- classes never generated: {html.escape(', '.join(map(str, color['missing'])))}")
+    inception = doc.get("inception") or {}
+    if inception.get("status") == "ok":
+        lines.append(f"- FID {inception['fid']:.1f} · KID {inception['kid_mean']:.4f} ± {inception['kid_std']:.4f}")
+    elif inception:
+        lines.append(f"- FID / KID skipped: {html.escape(str(inception.get('reason', inception.get('status', ''))))}")
+    return "\n".join(lines)
 
 
 def _form_defaults(kind: str) -> dict:

@@ -134,3 +134,17 @@ def test_loss_frame_thins_and_skips_non_finite():
     assert list(frame.columns) == ["step", "loss", "value"]
     assert frame["step"].nunique() <= 101 and frame["step"].max() == 1000
     assert frame["value"].notna().all()
+
+
+def test_evaluation_markdown_reads_the_eval_file_layout():
+    from studio.tabs.train import evaluation_markdown
+
+    doc = {"step": 200, "n": 64, "color": {"color_fd": 12.34, "mean_color_l2": 5.0, "missing": ["c2"],
+                                           "classes": {"background": {"frechet": 3.0, "real_mean": [1, 2, 3],
+                                                                      "generated_mean": [4, 5, 6]}}},
+           "inception": {"status": "skipped", "reason": "put weights-inception.pth in /x"}}  # fmt: skip
+    text = evaluation_markdown(doc)
+    assert "step 200 (64 samples)" in text and "**12.3**" in text and "background: 3.0" in text
+    assert "never generated: c2" in text and "skipped: put weights-inception.pth in /x" in text
+    ok = evaluation_markdown({"step": 1, "inception": {"status": "ok", "fid": 41.5, "kid_mean": 0.02, "kid_std": 0.001}})
+    assert "FID 41.5" in ok and "KID 0.0200" in ok

@@ -8,6 +8,11 @@ from core.errors import InvalidInput, require_all
 
 KINDS = ("label2image", "pair")
 SIZES = (8, 16, 32, 64, 128, 256, 512)
+# Chosen on grabcut50 at 32 px, width 16, batch 8, seeds 0 and 1 (mean per-class colour Fréchet distance, lower
+# is better). label2image, 400 steps: none 32.6, translation 25.4, translation,cutout 24.1, all three 31.6.
+# pair, 300 steps: none 54.8, translation,cutout 31.0, all three 43.9. Colour jitter hurts the per-class colours
+# both kinds have to learn, so it is off by default.
+DEFAULT_DIFFAUGMENT = "translation,cutout"
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,9 @@ class TrainConfig:
         z_dim: noise channels (pair: latent size; label2image: the 3D noise channels).
         lr_g, lr_d: Adam learning rates of the generator and the critic/discriminator.
         beta1, beta2: Adam betas (WGAN-GP: 0.5, 0.9; OASIS: 0.0, 0.999).
-        n_critic: critic steps per generator step (pair).
+        n_critic: critic steps per generator step (pair). WGAN-GP's 5 stays the default although the critic steps are
+            most of a pair step's cost: on grabcut50 at 32 px with the same CPU time (about 50 s), n_critic 1, 2
+            and 5 reached a per-class colour Fréchet distance of 66, 43 and 24.
         gp_lambda: gradient-penalty weight (pair; 10 as WGAN-GP defines it).
         labelmix_lambda: LabelMix regularisation weight (label2image; 0 turns it off).
         ema_decay: decay of the EMA generator (with the usual warm-up ``min(decay, (1+t)/(10+t))``).
@@ -35,6 +42,10 @@ class TrainConfig:
         samples: tiles in each sample grid.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :mod:`core.device`).
         amp: use mixed precision on CUDA (ignored on the CPU, which trains in fp32).
+        diffaugment: DiffAugment transforms applied to everything the critic / discriminator sees, a comma list
+            of ``color``, ``translation``, ``cutout`` (``""``: none); see :mod:`core.train.augment`.
+        eval_samples: samples of the in-run evaluation written to ``eval.json`` at every checkpoint
+            (0: none); see :mod:`core.train.evaluate`.
     """
 
     kind: str
@@ -59,8 +70,12 @@ class TrainConfig:
     samples: int = 8
     device: str = "auto"
     amp: bool = True
+    diffaugment: str = DEFAULT_DIFFAUGMENT
+    eval_samples: int = 64
 
     def __post_init__(self) -> None:
+        from core.train.augment import parse_policy
+
         require_all(
             [
                 (self.kind in KINDS, f"kind {self.kind!r} is unknown; accepted: {', '.join(KINDS)}"),
@@ -83,17 +98,25 @@ class TrainConfig:
                 (self.checkpoint_every >= 1, f"checkpoint_every must be at least 1, got {self.checkpoint_every}"),
                 (self.log_every >= 1, f"log_every must be at least 1, got {self.log_every}"),
                 (self.samples >= 1, f"samples must be at least 1, got {self.samples}"),
+                (self.eval_samples >= 0, f"eval_samples must be 0 or more, got {self.eval_samples}"),
             ],
             "training settings",
         )
+        parse_policy(self.diffaugment)
 
     @classmethod
     def for_kind(cls, kind: str, data: str, **overrides) -> TrainConfig:
         """The defaults of a kind (pair: WGAN-GP's Adam 1e-4, betas (0.5, 0.9); label2image: OASIS's
-        betas (0.0, 0.999), generator lr 1e-4, discriminator lr 4e-4, LabelMix on), then ``overrides``."""
+        betas (0.0, 0.999), generator lr 1e-4, discriminator lr 4e-4, LabelMix on, 16 noise channels), then
+        ``overrides``.
+
+        label2image's 3D noise has 16 channels rather than OASIS's 64: the noise enters every SPADE block's
+        conditioning at full resolution, and on grabcut50 at 32 px (400 steps, 2 seeds) 16 channels gave a mean
+        per-class colour Fréchet distance of 24.1 against 27.5 with 64 (:mod:`core.train.evaluate`).
+        DiffAugment defaults to ``translation,cutout`` for both kinds (see :data:`DEFAULT_DIFFAUGMENT`)."""
         base: dict = {}
         if kind == "label2image":
-            base = {"beta1": 0.0, "beta2": 0.999, "lr_d": 4e-4, "labelmix_lambda": 10.0}
+            base = {"beta1": 0.0, "beta2": 0.999, "lr_d": 4e-4, "labelmix_lambda": 10.0, "z_dim": 16}
         base.update(overrides)
         return cls(kind=kind, data=str(data), **base)
 

@@ -95,32 +95,52 @@ def oasis_real_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
     return _weighted_ce(logits, target, weights)
 
 
-def oasis_fake_loss(logits: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of every pixel of a generated image against the fake class (channel ``N``)."""
+def oasis_fake_loss(logits: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of every pixel of a generated image against the fake class (channel ``N``).
+
+    Args:
+        logits: ``B x (N + 1) x H x W``.
+        valid: optional ``B x H x W`` bool: only these pixels count (augmentation's moved-in / cut-out pixels
+            are left out); all pixels when ``None``.
+    """
     import torch
     from torch.nn import functional as F
     target = torch.full(
         (logits.shape[0], *logits.shape[2:]), logits.shape[1] - 1, dtype=torch.long, device=logits.device
     )
-    return F.cross_entropy(logits.float(), target)
+    if valid is None:
+        return F.cross_entropy(logits.float(), target)
+    ce = F.cross_entropy(logits.float(), target, reduction="none")
+    weights = valid.to(torch.float32)
+    return (ce * weights).sum() / weights.sum().clamp(min=1.0)
 
 
-def labelmix_loss(
-    discriminator: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor,
-    generator: torch.Generator,
-) -> torch.Tensor:  # fmt: skip
-    """OASIS's LabelMix consistency: mix real and fake by a random binary map made of whole classes, and ask the
-    discriminator's logits on the mix to equal the same mix of its logits on real and fake (L2).
+def labelmix_mask(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """OASIS's LabelMix map: for each sample, every class value (ignore included) is drawn from the real image
+    (1) or the fake one (0) with probability 1/2.
 
     Args:
-        real, fake: ``B x 3 x H x W`` images; labels ``B x H x W`` long; ``generator`` draws which classes
-            come from the real image (on the CPU, for reproducibility).
+        labels: ``B x H x W`` long class indices (255 = ignore); ``generator`` a CPU generator.
+
+    Returns:
+        ``B x 1 x H x W float32`` in ``{0, 1}``.
     """
     import torch
-    from torch.nn import functional as F
     pick = torch.randint(0, 2, (labels.shape[0], 256), generator=generator).to(labels.device)
-    mask = torch.gather(pick, 1, labels.reshape(labels.shape[0], -1)).reshape(labels.shape).unsqueeze(1).to(real.dtype)
-    mixed = mask * real + (1 - mask) * fake.detach()
-    out_mixed = discriminator(mixed)
-    out_real, out_fake = discriminator(real), discriminator(fake.detach())
+    return torch.gather(pick, 1, labels.reshape(labels.shape[0], -1)).reshape(labels.shape).unsqueeze(1).float()
+
+
+def labelmix_loss(out_mixed: torch.Tensor, out_real: torch.Tensor, out_fake: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """OASIS's LabelMix consistency: the discriminator's logits on ``mask * real + (1 - mask) * fake`` should
+    equal the same mix of its logits on the real and the fake image (mean squared error). The real and fake
+    logits are those of the discriminator's main losses (OASIS reuses them too), so LabelMix costs one more
+    discriminator pass, not three.
+
+    Args:
+        out_mixed, out_real, out_fake: ``B x (N + 1) x H x W`` logits.
+        mask: ``B x 1 x H x W`` in ``{0, 1}`` (from :func:`labelmix_mask`).
+    """
+    from torch.nn import functional as F
+    mask = mask.to(out_real.dtype)
     return F.mse_loss(out_mixed.float(), (mask * out_real + (1 - mask) * out_fake).float())

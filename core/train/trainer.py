@@ -9,12 +9,20 @@ Run folder::
                                  (the discriminator for label2image), state.pt (optimizers, grad scalers,
                                  torch / numpy / python RNG states)
     checkpoint.json              the latest complete checkpoint: step, files and their sha256, classes
+    eval.json                    per-class colour statistics of the EMA generator at the latest checkpoint
+                                 (FID / KID too at the last step; see :mod:`core.train.evaluate`)
 
 Every file is written atomically and ``checkpoint.json`` last, so a crash or a cancel leaves the previous
 checkpoint or the new one, never half of one. All randomness of step ``t`` (batch choice, noise, the
-gradient penalty's mixing weights, LabelMix masks) comes from generators seeded with ``(seed, t)``, and
-training runs with ``torch.use_deterministic_algorithms(True)``: on the CPU a run resumed from step ``k``
-ends bitwise equal to an uninterrupted one.
+gradient penalty's mixing weights, LabelMix masks, DiffAugment's parameters) comes from generators seeded with
+``(seed, t)``, and training runs with ``torch.use_deterministic_algorithms(True)``: on the CPU a run resumed
+from step ``k`` ends bitwise equal to an uninterrupted one.
+
+What the discriminator / critic sees goes through DiffAugment (``config.diffaugment``, :mod:`core.train.augment`):
+real and fake alike, and the generator's loss through the same transforms. label2image runs the generator once
+per step (the discriminator learns on its output detached, then the generator through the updated
+discriminator) and scores real, fake and LabelMix images in one discriminator batch; pair scores real and fake
+in one critic batch. Issue 13's speed figures: ``benchmarks/gan.py``.
 """
 
 from __future__ import annotations
@@ -34,11 +42,13 @@ import numpy as np
 from core.errors import Cancelled, InvalidInput
 from core.io.atomic import atomic_write, atomic_write_text
 from core.progress import CancelToken, ProgressFn, no_progress
+from core.train.augment import DiffAugment, augment, augment_labels
 from core.train.config import TrainConfig
 from core.train.data import TrainData, load_train_data, one_hot
 from core.train.losses import (
     gradient_penalty,
     labelmix_loss,
+    labelmix_mask,
     oasis_fake_loss,
     oasis_real_loss,
     wgan_critic_loss,
@@ -57,7 +67,9 @@ STATE_FILE = "state.pt"
 KEEP_CHECKPOINTS = 2
 # Settings a resumed run must share with the run it continues (the rest, e.g. steps, may change).
 FIXED_ON_RESUME = ("kind", "size", "batch", "seed", "width", "z_dim", "lr_g", "lr_d", "beta1", "beta2",
-                   "n_critic", "gp_lambda", "labelmix_lambda", "ema_decay")  # fmt: skip
+                   "n_critic", "gp_lambda", "labelmix_lambda", "ema_decay", "diffaugment")  # fmt: skip
+# Random streams of a step: 0 noise, mixing weights and LabelMix maps; 1 the fixed sample noise; 2 DiffAugment.
+AUGMENT_STREAM = 2
 
 
 def step_seed(seed: int, step: int, stream: int = 0) -> int:
@@ -165,6 +177,7 @@ class _Run:
         self.scaler_g = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.scaler_d = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.mask = present_mask(self.num_classes, data.present, self.device)
+        self.augment = DiffAugment(config.diffaugment)
 
     # ---- one step -------------------------------------------------------------------------
 
@@ -192,54 +205,86 @@ class _Run:
     def step(self, step: int) -> dict:
         import torch
         gen = torch.Generator().manual_seed(step_seed(self.config.seed, step))
-        losses = self._pair_step(step, gen) if self.config.kind == "pair" else self._label2image_step(step, gen)
+        aug = torch.Generator().manual_seed(step_seed(self.config.seed, step, AUGMENT_STREAM))
+        if self.config.kind == "pair":
+            losses = self._pair_step(step, gen, aug)
+        else:
+            losses = self._label2image_step(step, gen, aug)
         self._update_ema(step)
         return losses
 
-    def _pair_step(self, step: int, gen: torch.Generator) -> dict:
+    def _augment(self, x: torch.Tensor, aug: torch.Generator, labels: torch.Tensor | None = None, times: int = 1):
+        """DiffAugment ``x`` (``times`` stacked copies of a batch share each sample's parameters) and move
+        ``labels`` (``B x S x S``) alike. Returns ``(x, labels, moved)`` with ``moved`` the ``B x S x S`` bool map
+        of pixels still in place (not moved in, not cut out), or ``None`` when augmentation is off."""
+        import torch
+        if not self.augment:
+            return x, labels, None
+        params = self.augment.draw(x.shape[0] // times, x.shape[-1], aug)
+        out = augment(x, params.repeat(times) if times > 1 else params)
+        if labels is None:
+            return out, None, None
+        kept = augment_labels(torch.zeros_like(labels), params) == 0
+        return out, augment_labels(labels, params), kept
+
+    def _pair_step(self, step: int, gen: torch.Generator, aug: torch.Generator) -> dict:
         import torch
         cfg, b = self.config, self.config.batch
         for k in range(cfg.n_critic):
             real, onehot, _ = self._real(step * cfg.n_critic + k)
             with torch.no_grad(), self.autocast():
                 fake, logits = self.g(self._noise(gen, b))
-            fake, scores = fake.float(), pair_scores(logits, self.mask)
+            both = torch.cat([torch.cat([real, onehot], 1), torch.cat([fake.float(), pair_scores(logits, self.mask)], 1)])
+            both = self._augment(both, aug)[0]  # real and fake alike, each sample its own parameters
             with self.autocast():
-                wd = wgan_critic_loss(self.d(real, onehot), self.d(fake, scores))
+                scores = self.d(both[:, :3], both[:, 3:])
+                wd = wgan_critic_loss(scores[:b], scores[b:])
             eps = torch.rand(b, generator=gen).to(self.device)
-            gp = gradient_penalty(self.d, (real, onehot), (fake, scores), eps)  # fp32, outside autocast
+            gp = gradient_penalty(lambda x: self.d(x[:, :3], x[:, 3:]), both[:b], both[b:], eps)  # fp32
             loss_d = wd.float() + cfg.gp_lambda * gp
             self._update(self.opt_d, self.scaler_d, loss_d)
         for p in self.d.parameters():
             p.requires_grad_(False)
         with self.autocast():
             fake, logits = self.g(self._noise(gen, b))
-            loss_g = wgan_generator_loss(self.d(fake, pair_scores(logits, self.mask)))
+            x = self._augment(torch.cat([fake, pair_scores(logits, self.mask).to(fake.dtype)], 1), aug)[0]
+            loss_g = wgan_generator_loss(self.d(x[:, :3], x[:, 3:]))
         self._update(self.opt_g, self.scaler_g, loss_g.float())
         for p in self.d.parameters():
             p.requires_grad_(True)
         return {"critic": loss_d.item(), "wasserstein": -wd.item(), "gp": gp.item(), "generator": loss_g.item()}
 
-    def _label2image_step(self, step: int, gen: torch.Generator) -> dict:
+    def _label2image_step(self, step: int, gen: torch.Generator, aug: torch.Generator) -> dict:
+        """One OASIS step. The generator runs once: the discriminator learns on its output detached, then the
+        generator learns through the updated discriminator on the same output (no second generator pass).
+        The discriminator sees real, fake and (with LabelMix) mixed images in one batch, all three with the
+        same DiffAugment parameters per sample, so the label map moves with them."""
         import torch
         cfg, b, s = self.config, self.config.batch, self.config.size
         real, onehot, labels = self._real(step)
-        with torch.no_grad(), self.autocast():
-            fake = self.g(onehot, spatial_noise(self._noise(gen, b), s))
         with self.autocast():
-            loss_real = oasis_real_loss(self.d(real), labels)
-            loss_fake = oasis_fake_loss(self.d(fake))
+            fake = self.g(onehot, spatial_noise(self._noise(gen, b), s))
+        pair, labels_d, valid = self._augment(torch.cat([real, fake.detach().to(real.dtype)]), aug, labels, times=2)
+        real_d, fake_d = pair[:b], pair[b:]
+        with self.autocast():
+            inputs, mask = [real_d, fake_d], None
+            if cfg.labelmix_lambda > 0:
+                mask = labelmix_mask(labels_d, gen)
+                inputs.append(mask * real_d + (1 - mask) * fake_d)
+            out = self.d(torch.cat(inputs))
+            loss_real = oasis_real_loss(out[:b], labels_d)
+            loss_fake = oasis_fake_loss(out[b : 2 * b], valid)
             loss_d = loss_real + loss_fake
             loss_lm = torch.zeros((), device=self.device)
-            if cfg.labelmix_lambda > 0:
-                loss_lm = labelmix_loss(self.d, real, fake, labels, gen)
+            if mask is not None:
+                loss_lm = labelmix_loss(out[2 * b :], out[:b], out[b : 2 * b], mask)
                 loss_d = loss_d + cfg.labelmix_lambda * loss_lm
         self._update(self.opt_d, self.scaler_d, loss_d.float())
         for p in self.d.parameters():
             p.requires_grad_(False)
         with self.autocast():
-            fake = self.g(onehot, spatial_noise(self._noise(gen, b), s))
-            loss_g = oasis_real_loss(self.d(fake), labels)
+            fake_g, labels_g, _ = self._augment(fake, aug, labels)
+            loss_g = oasis_real_loss(self.d(fake_g), labels_g)
         self._update(self.opt_g, self.scaler_g, loss_g.float())
         for p in self.d.parameters():
             p.requires_grad_(True)
@@ -326,6 +371,22 @@ class _Run:
         for image, lab in zip(to_uint8_images(images), labels, strict=True):
             tiles += [image, colorize(lab, self.data.classes)]
         return grid(tiles, columns=min(8, len(tiles)), cell=max(64, cfg.size))
+
+    @_no_grad
+    def evaluate(self, run_dir: Path, step: int, fid: bool) -> dict:
+        """Evaluate the EMA generator as :func:`core.train.evaluate.evaluate_run` would the checkpoint just
+        written (``eval_samples`` samples, the run's seed) and write ``eval.json``; training state and the
+        global RNGs are untouched."""
+        from core.train.evaluate import evaluate_model, write_eval
+        from core.train.generation import GanModel
+
+        cfg = self.config
+        sha = read_checkpoint(run_dir)["nets"]["generator_ema"]["sha256"]
+        model = GanModel(run_dir.resolve(), cfg.kind, cfg.size, cfg.z_dim, self.data.classes, list(self.data.present),
+                         step, sha, True, self.g_ema, str(self.device))  # fmt: skip
+        doc = evaluate_model(model, self.data, n=cfg.eval_samples, seed=cfg.seed, fid=fid)
+        write_eval(run_dir, doc)
+        return doc
 
 
 def _rng_state() -> dict:
@@ -430,8 +491,12 @@ def train(
     data = load_train_data(config.data, config.size, cache_dir=cache_dir, cancel=cancel)
     previous = torch.are_deterministic_algorithms_enabled()
     previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    previous_fill = torch.utils.deterministic.fill_uninitialized_memory
     run = _Run(config, data)
     torch.use_deterministic_algorithms(True, warn_only=run.device.type != "cpu")
+    # Deterministic mode also fills every new tensor with NaN, a tenth of a CPU step; nothing here reads
+    # uninitialised memory, so that fill is off while training.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         start = run.load(run_dir) if has_ckpt else 0
         if start > config.steps:
@@ -468,6 +533,8 @@ def train(
                 if done % config.checkpoint_every == 0 or done == config.steps:
                     run.save(run_dir, done)
                     saved = done
+                    if config.eval_samples:
+                        run.evaluate(run_dir, done, fid=done == config.steps)
                 rate = (done - start) / max(1e-9, time.perf_counter() - began)
                 eta = (config.steps - done) / rate if rate > 0 else 0.0
                 report(done / config.steps, f"step {done}/{config.steps}, {rate:.2f} steps/s, ETA {eta:.0f} s")
@@ -477,3 +544,4 @@ def train(
                            resumed_from=start)  # fmt: skip
     finally:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+        torch.utils.deterministic.fill_uninitialized_memory = previous_fill

@@ -443,31 +443,16 @@ def _set_rng_state(state: dict) -> None:
 
 def _read_log(run_dir: Path, up_to: int) -> tuple[list[str], float]:
     """Log lines with ``step <= up_to`` and the seconds reached by the last of them."""
-    path = run_dir / LOG_FILE
-    kept, seconds = [], 0.0
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
-            if rec.get("step", up_to + 1) <= up_to:
-                kept.append(line)
-                seconds = float(rec.get("seconds", seconds))
-    return kept, seconds
+    from core.io.runlog import log_up_to
+
+    return log_up_to(run_dir / LOG_FILE, up_to)
 
 
 def read_log(run_dir: str | Path) -> list[dict]:
     """The run's log records, in order (lines cut by a crash skipped)."""
-    path = Path(run_dir) / LOG_FILE
-    out = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
+    from core.io.runlog import read_log as read_jsonl_log
+
+    return read_jsonl_log(Path(run_dir) / LOG_FILE)
 
 
 def _resumed_config(run_dir: Path, config: SegmenterConfig) -> SegmenterConfig:

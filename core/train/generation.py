@@ -11,7 +11,6 @@ so it does not depend on how many samples are asked for at once. Every result ca
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,12 +181,6 @@ def load_run(run_dir: str | Path, *, ema: bool = True, device: str = "cpu") -> G
 
 def read_log(run_dir: str | Path) -> list[dict]:
     """The run's log records (``{"step", "seconds", "losses"}``), oldest first; lines cut by a crash are skipped."""
-    path = Path(run_dir) / "log.jsonl"
-    out = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
+    from core.io.runlog import read_log as read_jsonl_log
+
+    return read_jsonl_log(Path(run_dir) / "log.jsonl")

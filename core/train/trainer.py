@@ -423,18 +423,9 @@ def read_checkpoint(run_dir: Path) -> dict:
 
 def _read_log(run_dir: Path, up_to: int) -> tuple[list[str], float]:
     """Log lines with ``step <= up_to`` and the seconds reached by the last of them."""
-    path = run_dir / "log.jsonl"
-    kept, seconds = [], 0.0
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
-            if rec.get("step", up_to + 1) <= up_to:
-                kept.append(line)
-                seconds = float(rec.get("seconds", seconds))
-    return kept, seconds
+    from core.io.runlog import log_up_to
+
+    return log_up_to(run_dir / "log.jsonl", up_to)
 
 
 def _check_resume(old: TrainConfig, new: TrainConfig) -> None:

@@ -43,6 +43,8 @@ class RunView:
     evaluation: str
     live: bool
     resumable: bool
+    paused: bool = False
+    steps: int | None = None  # the run's step target (None: no run)
 
 
 def _clock(seconds: float) -> str:
@@ -174,8 +176,7 @@ class TrainController:
         from core.train.generation import read_log
 
         if not name or not (self.runs_dir / name).is_dir():
-            return RunView("No run yet: set the options and press **Start**.", None, None, "", "", False,
-                           False)  # fmt: skip
+            return RunView("No run yet: set the options and press **Start**.", None, None, "", "", False, False)
         run_dir = self.runs_dir / name
         info = run_info(run_dir)
         job = read_job(run_dir)
@@ -187,7 +188,8 @@ class TrainController:
         # None, not an empty frame, while nothing is logged: a plot first given an empty frame never draws its lines
         return RunView(self.status_text(info, job, records), loss_frame(records) if records else None,
                        str(grid) if grid else None,
-                       caption, self.evaluation_text(run_dir), live, resumable)  # fmt: skip
+                       caption, self.evaluation_text(run_dir), live, resumable, info is not None and info.state == "paused",
+                       info.steps if info else None)  # fmt: skip
 
     def status_text(self, info: RunInfo | None, job: dict, records: list[dict]) -> str:
         if info is None:
@@ -333,15 +335,12 @@ def build(ctx: StudioContext, demo: gr.Blocks, live: gr.State) -> TrainControlle
         """Every output in ``shown`` for run ``chosen`` (``target``: also set "Resume up to step" to its steps;
         ``pick_value``: also select ``chosen`` in the run list)."""
         view = controller.view(chosen)
-        paused = bool(chosen) and view.live and read_job(controller.runs_dir / chosen).get("state") == "paused"
         choices = controller.run_choices()
         pick = gr.Dropdown(choices=choices, value=chosen) if pick_value else gr.Dropdown(choices=choices)
-        info = run_info(controller.runs_dir / chosen) if chosen else None
-        steps_now = info.steps if info else None
         return (pick, view.status, view.losses, view.grid, view.grid_caption, view.evaluation,
-                gr.Button(interactive=view.live and not paused), gr.Button(interactive=paused),
+                gr.Button(interactive=view.live and not view.paused), gr.Button(interactive=view.paused),
                 gr.Button(interactive=view.live), gr.Button(interactive=view.resumable),
-                gr.Number(value=steps_now) if target and steps_now else gr.skip(),
+                gr.Number(value=view.steps) if target and view.steps else gr.skip(),
                 controller.signature(chosen))  # fmt: skip
 
     def on_pick(chosen: str | None):

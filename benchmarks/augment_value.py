@@ -38,13 +38,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.errors import StudioError  # noqa: E402
+from core.errors import Cancelled, StudioError  # noqa: E402
+from core.progress import CancelToken  # noqa: E402
 from core.task.data import split_ids  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "grabcut50"
@@ -134,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default: the issue's CPU figures), auto, cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 4 steps")
+    parser.add_argument("--budget", type=float, default=0,
+                        help="seconds for the experiment part: then the run in progress checkpoints, the table of the "
+                             "finished runs is written and printed (a rerun with the same --out continues)")
     args = parser.parse_args(argv)
 
     if not args.data.is_dir():
@@ -200,11 +205,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  [{(fraction or 0) * 100:5.1f} %] {message}", flush=True)
 
     t1 = time.perf_counter()
+    cancel = CancelToken()
+    timer = threading.Timer(args.budget, cancel.cancel)
+    timer.daemon = True
+    if args.budget > 0:
+        timer.start()
     try:
-        result = run_experiment(config, out / "experiment", report)
+        result = run_experiment(config, out / "experiment", report, cancel)
+    except Cancelled as exc:
+        table = out / "experiment" / "table.md"
+        print(f"\nstopped after the --budget of {args.budget:.0f} s: {exc}")
+        print(table.read_text(encoding="utf-8") if table.is_file() else "(no run had finished)")
+        return 0
     except StudioError as exc:
         print(f"error: {exc}")
         return 2
+    finally:
+        timer.cancel()
     experiment = time.perf_counter() - t1
     stored = json.loads((out / "experiment" / "split.json").read_text())
     assert stored["train"] == split.train and stored["test"] == split.test, "the experiment's split differs"

@@ -1,24 +1,22 @@
 """Does synthetic data help? The augmentation-value experiment on grabcut50 (issue 14).
 
     python benchmarks/augment_value.py [--data ../shared/data/grabcut50] [--out DIR] [--steps 300] [--repeats 5]
-                                       [--sources composite,recombined,hard[,adversarial]] [--ratios 0.5,1,2]
-                                       [--standard-aug flip] [--size 128] [--width 16] [--quick]
+                                       [--sources composite,recombined,mined[,adversarial]] [--ratios 0.5,1,2]
+                                       [--standard-aug flip] [--size 128] [--width 16] [--device cpu|cuda]
+                                       [--budget SECONDS] [--quick]
 
 1. The real data (foreground / background, 50 images) is split 30 / 10 / 10 by ``--seed`` (core.task.data.split_ids,
    the split the experiment itself fixes).
-2. A train-only copy of the data (the 30 train samples, VOC layout, in ``OUT/train_view``) is made, and the synthetic
-   folders are generated *from it alone* with the project's own command line, so no val or test image leaks into
-   synthetic data:
-   - ``composite``: ``segstudio generate TRAIN_VIEW --backend composite --count N --seed S``
-     (foreground objects cut from train images pasted onto other train images);
-   - ``recombined``: ``segstudio recombine TRAIN_VIEW --mode overlay --class foreground --target <every train id>``
-     (label-map recombination: a foreground region of one map overlaid, with its pixels, on another);
-   - ``hard``: task-aware hard composites, mined (core/task/hard.py: ``K`` random composites per kept one, the one
-     a small task model trained on the train view gets most wrong), and ``adversarial`` (its learned synthesizer;
-     not in the default list, it costs a synthesizer training). There is no ``segstudio generate --mode hard``
-     yet, so these use the module's own writer ``write_hard_composites`` on the train view; skipped with the reason
-     printed when the module is absent or fails.
-   ``N = round(max ratio x 30)`` (60), so the largest ratio uses each synthetic sample once.
+2. The synthetic sources are made by the experiment itself (``ExperimentConfig.make_sources``, core/task/sources.py)
+   from a copy of the 30 train samples alone (``OUT/experiment/synthetic/train_view``), so no val or test image
+   leaks into synthetic data:
+   - ``composite``: ``segstudio generate TRAIN_VIEW --backend composite`` (random cut-and-paste);
+   - ``recombined``: ``segstudio recombine TRAIN_VIEW --mode overlay`` (a foreground region of one map overlaid,
+     with its pixels, on another);
+   - ``mined`` (``hard`` is accepted as its older name): task-aware hard composites, the hardest of K random ones
+     for a small task model trained on the train view; ``adversarial``: the learned synthesizer (not in the default
+     list, it costs a synthesizer training).
+   ``N = round(max ratio x 30)`` (60), so the largest ratio uses each synthetic sample once. Each source is timed.
 3. ``segstudio experiment`` (core.task.experiment.run_experiment) at 128 x 128 on the CPU: real only vs real + each
    source at each ratio, plus each source alone, ``--repeats`` trainings each (seeds seed..seed+K-1), best
    checkpoint on val, test mIoU on the 10 test images at full resolution.
@@ -32,88 +30,35 @@ Skips (exit 0) with a message when the data folder is absent.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.errors import Cancelled, StudioError  # noqa: E402
-from core.progress import CancelToken  # noqa: E402
+from core.progress import CancelToken, no_progress  # noqa: E402
 from core.task.data import split_ids  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "grabcut50"
-SOURCES = ("composite", "recombined", "hard", "adversarial")
-DEFAULT_SOURCES = "composite,recombined,hard"
+SOURCES = ("composite", "recombined", "mined", "adversarial")
+DEFAULT_SOURCES = "composite,recombined,mined"
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    """``segstudio ARGS`` in a subprocess (the project's own command line, as a user would run it)."""
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT, capture_output=True, text=True)
+def source_kinds(text: str) -> tuple[str, ...]:
+    """``--sources`` as the experiment's ``make_sources`` (``hard`` is the older name of ``mined``)."""
+    from core.task.experiment import parse_names
 
-
-def write_train_view(store, ids: list[str], folder: Path) -> None:
-    """The train samples of ``store`` as a VOC-layout folder (same ids, full resolution, lossless PNG)."""
-    from core.io.images import save_image, save_label_map
-
-    marker = folder / "ids.json"
-    if marker.is_file() and json.loads(marker.read_text()) == ids:
-        return
-    for sample in store.each(ids):
-        save_image(folder / "JPEGImages" / f"{sample.id}.png", sample.image)
-        save_label_map(folder / "SegmentationClass" / f"{sample.id}.png", sample.label_map, store.classes)
-    (folder / "classes.json").write_text(json.dumps(store.classes.to_json(), indent=2) + "\n")
-    marker.write_text(json.dumps(ids))
-
-
-def make_source(name: str, view: Path, train_ids: list[str], classes: list[str], out: Path, count: int,
-                seed: int, quick: bool = False) -> str | None:  # fmt: skip
-    """Generate synthetic source ``name`` from the train view into ``out``; returns ``None`` or why it was skipped."""
-    if (out / "manifest.jsonl").is_file() and (out / "done.json").is_file():
-        if json.loads((out / "done.json").read_text()) == {"count": count, "seed": seed, "ids": train_ids}:
-            return None
-    common = ["--count", str(count), "--seed", str(seed), "--out", str(out)]
-    if name == "composite":
-        done = cli("generate", str(view), "--backend", "composite", *common)
-    elif name == "recombined":
-        targets = [a for i in train_ids for a in ("--target", i)]
-        wanted = [a for c in classes[1:] for a in ("--class", c)]
-        done = cli("recombine", str(view), "--mode", "overlay", *wanted, *targets, *common)
-    elif name in ("hard", "adversarial"):
-        if importlib.util.find_spec("core.task.hard") is None:
-            return "core/task/hard.py is absent (task-aware hard compositing is not built yet)"
-        import core.task.hard as hard
-
-        if not hasattr(hard, "write_hard_composites"):
-            return "core.task.hard has no write_hard_composites (its writer) yet"
-        # No `segstudio generate --mode hard` yet: the module's own writer, on the train view alone (its task model
-        # is trained there too), so no val / test sample is seen.
-        mode = "mined" if name == "hard" else "adversarial"
-        try:
-            task_config = hard.default_task_config(view, steps=20 if quick else 300, seed=seed)
-            settings = hard.HardSettings(mode=mode, steps=5) if quick and mode == "adversarial" else None
-            if out.is_dir() and not (out / "done.json").is_file():
-                shutil.rmtree(out / "JPEGImages", ignore_errors=True)  # a cut write: its task run is resumed
-                (out / "manifest.jsonl").unlink(missing_ok=True)
-            hard.write_hard_composites(view, out, count, seed, mode=mode, task_config=task_config, settings=settings)
-        except (StudioError, TypeError, AttributeError, ImportError) as exc:
-            return f"core.task.hard.write_hard_composites failed: {type(exc).__name__}: {exc}"
-        (out / "done.json").write_text(json.dumps({"count": count, "seed": seed, "ids": train_ids}))
-        return None
-    else:
-        return f"unknown source {name!r}; accepted: {', '.join(SOURCES)}"
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-        return f"generation failed (exit {done.returncode}): {tail}"
-    (out / "done.json").write_text(json.dumps({"count": count, "seed": seed, "ids": train_ids}))
-    return None
+    kinds = tuple("mined" if k == "hard" else k for k in parse_names(text))
+    unknown = [k for k in kinds if k not in SOURCES]
+    if unknown:
+        raise SystemExit(f"unknown source {unknown[0]!r}; accepted: {', '.join(SOURCES)}")
+    return kinds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,7 +100,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from core.task.data import open_store
-    from core.task.experiment import ExperimentConfig, parse_names, parse_numbers, plan_rows, run_experiment
+    from core.task.experiment import (
+        SOURCES_DIR,
+        ExperimentConfig,
+        make_experiment_sources,
+        parse_names,
+        parse_numbers,
+        plan_rows,
+        run_experiment,
+    )
+    from core.task.sources import TRAIN_VIEW
 
     began = time.perf_counter()
     store = open_store(args.data)
@@ -166,33 +120,28 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data {args.data}: {len(ids)} labelled samples, split {len(split.train)} / {len(split.val)} / "
           f"{len(split.test)} by seed {args.seed}; output {out}", flush=True)  # fmt: skip
 
-    # 2. synthetic folders from the train split alone
-    t0 = time.perf_counter()
-    view = out / "train_view"
-    write_train_view(store, split.train, view)
-    assert not set(split.val + split.test) & {p.stem for p in (view / "JPEGImages").iterdir()}
-    sources, timings = [], {}
-    for name in parse_names(args.sources):
-        t = time.perf_counter()
-        why = make_source(name, view, split.train, list(store.classes.names), out / "synthetic" / name, count,
-                          args.seed, args.quick)  # fmt: skip
-        timings[name] = time.perf_counter() - t
-        if why:
-            print(f"source {name}: skipped: {why}", flush=True)
-        else:
-            sources.append((name, str(out / "synthetic" / name)))
-            print(f"source {name}: {count} samples from the {len(split.train)} train images in {timings[name]:.1f} s",
-                  flush=True)  # fmt: skip
-    generation = time.perf_counter() - t0
-
-    # 3. the experiment
-    config = ExperimentConfig(data=str(args.data), synthetic=tuple(sources), ratios=(0.0, *ratios),
+    # 2. synthetic folders from the train split alone (the experiment makes them; made here first to time each)
+    config = ExperimentConfig(data=str(args.data), make_sources=source_kinds(args.sources), ratios=(0.0, *ratios),
                               standard_aug=parse_names(args.standard_aug), repeats=args.repeats, steps=args.steps,
                               size=args.size, split=args.split, seed=args.seed, batch=args.batch, lr=args.lr,
                               width=args.width, depth=args.depth,
                               val_every=args.steps if args.quick else max(1, args.steps // 10),
                               device=args.device)  # fmt: skip
-    rows = plan_rows(config)
+    t0 = time.perf_counter()
+    timings = {}
+    for kind in config.make_sources:
+        t = time.perf_counter()
+        one = replace(config, make_sources=(kind,))
+        make_experiment_sources(one, out / "experiment", store, split.to_json(), no_progress, None)
+        timings[kind] = time.perf_counter() - t
+        view_ids = {p.stem for p in (out / "experiment" / SOURCES_DIR / TRAIN_VIEW / "JPEGImages").iterdir()}
+        assert view_ids == set(split.train), "the sources' train view holds other samples than the train split"
+        print(f"source {kind}: {count} samples from the {len(split.train)} train images in {timings[kind]:.1f} s",
+              flush=True)  # fmt: skip
+    generation = time.perf_counter() - t0
+
+    # 3. the experiment
+    rows = plan_rows(replace(config, synthetic=tuple((k, k) for k in config.make_sources), make_sources=()))
     print(f"experiment: {len(rows)} runs ({len(rows) // args.repeats} rows x {args.repeats} repeats), {args.steps} steps "
           f"each, {args.size} x {args.size}, U-Net width {args.width} depth {args.depth}, batch {args.batch}",
           flush=True)  # fmt: skip

@@ -8,7 +8,7 @@ can cause; ``core.cli.run`` prints those as one line and returns status 2.
 
     segstudio train-segmenter --data DIR [--synthetic DIR ...] [--ratio R] [--size 128] [--steps N] --out RUN [--resume]
     segstudio evaluate-segmenter RUN --data DIR [--split test] [--which best] [--json]
-    segstudio experiment --data DIR --synthetic NAME=DIR ... --ratios 0,0.5,1,2 [--standard-aug none,flip]
+    segstudio experiment --data DIR [--synthetic NAME=DIR ...] [--make composite,recombined,mined] --ratios 0,0.5,1,2 [--standard-aug none,flip]
                          --repeats K --steps N [--size 128] [--split 30,10,10] --out EXP
 """
 
@@ -90,6 +90,9 @@ def add_experiment_parser(sub) -> None:
     ex.add_argument("--synthetic", action="append", default=[], metavar="NAME=DIR",
                     help="a synthetic source: a name for the table and its folder (repeat for several); make it "
                          "from the train split only, so that no test image leaks into it")  # fmt: skip
+    ex.add_argument("--make", default="", metavar="KIND,KIND,...",
+                    help="sources the experiment makes itself from its train split (no val or test image can reach "
+                         "them): composite, recombined, mined, adversarial (default: none)")  # fmt: skip
     ex.add_argument("--ratios", default="0,0.5,1,2", metavar="R,R,...",
                     help="synthetic samples per real training sample (default 0,0.5,1,2; 0 = real only)")  # fmt: skip
     ex.add_argument("--standard-aug", default="none,flip", metavar="AUG,AUG,...",
@@ -130,6 +133,7 @@ def experiment_config_from_args(args: argparse.Namespace):
 
     config = ExperimentConfig(
         data=str(args.data), synthetic=tuple(parse_source(s) for s in args.synthetic),
+        make_sources=parse_names(args.make) if args.make else (),
         ratios=parse_numbers(args.ratios, "--ratios"), standard_aug=parse_names(args.standard_aug),
         repeats=args.repeats, steps=args.steps, size=args.size, split=args.split, seed=args.seed,
         synthetic_only=args.synthetic_only, overflow=args.overflow, batch=args.batch, lr=args.lr, arch=args.arch,

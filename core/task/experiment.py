@@ -49,7 +49,7 @@ import json
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,7 @@ from core.errors import Cancelled, InvalidInput, require_all
 from core.io.atomic import atomic_write, atomic_write_text
 from core.progress import CancelToken, ProgressFn, no_progress
 from core.task.data import OVERFLOW, parse_augmentation, parse_split
+from core.task.sources import MADE_SOURCES
 
 EXPERIMENT_FILE = "experiment.json"
 SPLIT_FILE = "split.json"
@@ -70,7 +71,8 @@ GAINS_PLOT = "class_gains.png"
 BASELINE = "real"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 # Settings a rerun on the same folder may change (rows are independent of them); the rest must stay.
-CHANGEABLE = ("repeats", "ratios", "standard_aug", "synthetic", "synthetic_only", "device")
+CHANGEABLE = ("repeats", "ratios", "standard_aug", "synthetic", "make_sources", "synthetic_only", "device")
+SOURCES_DIR = "synthetic"
 
 
 # ---- settings -----------------------------------------------------------------------------------------------
@@ -84,6 +86,10 @@ class ExperimentConfig:
         data: the real dataset folder (labelled samples are split into train / val / test).
         synthetic: ``(name, folder)`` per synthetic source; names label the table (letters, digits, ``_.-``; not
             ``"real"``). Synthetic folders must have the real data's classes.
+        make_sources: sources the experiment makes itself from its train split, after fixing it (see
+            :mod:`core.task.sources`: ``composite``, ``recombined``, ``mined``, ``adversarial``), into
+            ``out_dir/synthetic/<kind>``; ``round(max(max ratio, synthetic_only) * n_train)`` samples each. The safe
+            way to compare sources: no val or test image can reach them.
         ratios: synthetic samples per real training sample; 0 is the real-only baseline (always trained).
         standard_aug: standard augmentations to cross with every row (see :mod:`core.task.data`).
         repeats: trainings per row, with seeds ``seed .. seed + repeats - 1``.
@@ -100,6 +106,7 @@ class ExperimentConfig:
 
     data: str
     synthetic: tuple[tuple[str, str], ...] = ()
+    make_sources: tuple[str, ...] = ()
     ratios: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
     standard_aug: tuple[str, ...] = ("none", "flip")
     repeats: int = 3
@@ -123,8 +130,11 @@ class ExperimentConfig:
         object.__setattr__(self, "synthetic", pairs)
         object.__setattr__(self, "ratios", tuple(float(r) for r in self.ratios))
         object.__setattr__(self, "standard_aug", tuple(str(a) for a in self.standard_aug))
+        object.__setattr__(self, "make_sources", tuple(str(k) for k in self.make_sources))
         object.__setattr__(self, "split", parse_split(self.split))
         names = [n for n, _ in pairs]
+        unknown_made = [k for k in self.make_sources if k not in MADE_SOURCES]
+        clashes = sorted(set(names) & set(self.make_sources))
         bad_names = [n for n in names if not NAME_PATTERN.match(n) or n.lower() == BASELINE]
         bad_ratios = [r for r in self.ratios if not (math.isfinite(r) and r >= 0)]
         require_all(
@@ -134,6 +144,12 @@ class ExperimentConfig:
                                 "1 to 40 letters, digits, '_', '.', '-' (starting with a letter or digit), not "
                                 f"'{BASELINE}'"),  # fmt: skip
                 (len(set(names)) == len(names), f"synthetic source names must be unique, got {names}"),
+                (not unknown_made, f"source kind {unknown_made[0] if unknown_made else ''!r} cannot be made by the "
+                                   f"experiment; accepted: {', '.join(MADE_SOURCES)}"),  # fmt: skip
+                (len(set(self.make_sources)) == len(self.make_sources),
+                 f"sources to make must not repeat, got {list(self.make_sources)}"),  # fmt: skip
+                (not clashes, f"synthetic source name {clashes[0] if clashes else ''!r} is also a source the "
+                              "experiment makes; rename the folder's source"),  # fmt: skip
                 (bool(self.ratios), "ratios must name at least one ratio (0 is the real-only baseline)"),
                 (not bad_ratios, f"ratio {bad_ratios[0] if bad_ratios else ''} is not accepted; ratios are synthetic "
                                  "samples per real training sample, 0 or more"),  # fmt: skip
@@ -150,9 +166,9 @@ class ExperimentConfig:
             ],
             "experiment settings",
         )
-        if any(r > 0 for r in self.ratios) and not pairs:
+        if any(r > 0 for r in self.ratios) and not pairs and not self.make_sources:
             raise InvalidInput(f"ratios {[r for r in self.ratios if r > 0]} need synthetic sources; add "
-                               "--synthetic NAME=DIR, or use ratio 0 alone")  # fmt: skip
+                               "--synthetic NAME=DIR or --make composite,..., or use ratio 0 alone")  # fmt: skip
         for aug in self.standard_aug:
             parse_augmentation(aug)
         self.segmenter_config(str(self.data), self.seed, self.standard_aug[0], (1, 1, 0))  # checks the training knobs
@@ -174,7 +190,8 @@ class ExperimentConfig:
 
     def to_json(self) -> dict:
         doc = asdict(self)
-        doc.update(synthetic=[list(p) for p in self.synthetic], ratios=list(self.ratios),
+        doc.update(synthetic=[list(p) for p in self.synthetic], make_sources=list(self.make_sources),
+                   ratios=list(self.ratios),
                    standard_aug=list(self.standard_aug), split=list(self.split))  # fmt: skip
         return doc
 
@@ -552,6 +569,30 @@ def _fixed_split(out_dir: Path, config: ExperimentConfig, store) -> dict:
     return doc
 
 
+def make_experiment_sources(config: ExperimentConfig, out_dir: Path, store, split: dict,
+                            progress: ProgressFn, cancel: CancelToken | None) -> tuple[tuple[str, str], ...]:  # fmt: skip
+    """Make ``config.make_sources`` from the train split alone (see :mod:`core.task.sources`); returns their
+    ``(name, folder)`` pairs. Already made sources with the same count, seed and train ids are kept."""
+    from core.task.sources import TRAIN_VIEW, make_source, write_train_view
+
+    if not config.make_sources:
+        return ()
+    n_train = len(split["train"])
+    count = max(1, round(max(max(config.ratios), config.synthetic_only) * n_train))
+    progress(0.0, f"writing the {n_train} train samples as a folder to make sources from")
+    view = write_train_view(store, split["train"], out_dir / SOURCES_DIR / TRAIN_VIEW)
+    made = []
+    for kind in config.make_sources:
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled(f"the experiment was cancelled while making sources; rerun on {out_dir} to continue")
+        folder = out_dir / SOURCES_DIR / kind
+        make_source(kind, view, folder, count, config.seed, classes=list(store.classes.names),
+                    progress=lambda f, m="", k=kind: progress(0.0, f"making the {k} source: {m}"),
+                    cancel=cancel)  # fmt: skip
+        made.append((kind, str(folder)))
+    return tuple(made)
+
+
 class _Views:
     """The experiment's view folders, written on first use."""
 
@@ -646,6 +687,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: Prog
     # 2. the fixed split
     split = _fixed_split(out_dir, config, store)
     atomic_write_text(out_dir / EXPERIMENT_FILE, json.dumps(config.to_json(), indent=2) + "\n")
+    made = make_experiment_sources(config, out_dir, store, split, report, cancel)
+    config = replace(config, synthetic=config.synthetic + made, make_sources=())
     views = _Views(out_dir, config, store, split, cancel)
     folders = dict(config.synthetic)
     rows = plan_rows(config)
@@ -653,10 +696,12 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: Prog
     trained, skipped = [], []
 
     def write_results() -> None:
+        """``results.json``, and the table and plots of the runs finished so far (a watcher sees them grow)."""
         doc = {"experiment": config.to_json(), "split": split, "classes": class_names,
                "versions": _versions(), "notes": views.notes, "runs": runs,
                "summary": summarize(runs, class_names, rows)}  # fmt: skip
         atomic_write_text(out_dir / RESULTS_FILE, json.dumps(doc, indent=2) + "\n")
+        finish()
 
     def finish() -> list[dict]:
         summary = summarize(runs, class_names, rows)
@@ -720,11 +765,10 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: Prog
     except Cancelled:
         if runs:
             write_results()
-            finish()
         raise
     # 4. table and plots
     write_results()
-    summary = finish()
+    summary = summarize(runs, class_names, rows)
     report(1.0, f"experiment done: {len(trained)} runs trained, {len(skipped)} already finished")
     return ExperimentResult(out_dir, runs, summary, trained, skipped, time.perf_counter() - began)
 

@@ -181,3 +181,51 @@ def test_albumentations_policies_depend_only_on_seed_step_and_index():
             assert (whole[1][padded] == 255).all(), policy
     colour = augment_batch(images, labels, "color", np.random.default_rng(1))
     assert np.array_equal(colour[1], labels) and not np.array_equal(colour[0], images)
+
+
+def _source_ids(record: dict) -> set[str]:
+    """Every dataset sample id a composite / overlay manifest record names (background, target, pasted regions)."""
+    ids = {record[k] for k in ("background", "target") if isinstance(record.get(k), str)}
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("sample"), str):
+                ids.add(node["sample"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(record.get("objects", [])), walk(record.get("steps", [])), walk(record.get("pasted", []))
+    return ids
+
+
+def test_experiment_makes_its_sources_from_the_train_split_alone(toy_root, tmp_path):
+    config = tiny(toy_root, None, synthetic=(), make_sources=("composite", "recombined"), ratios=(0, 1),
+                  standard_aug=("none",), synthetic_only=0)  # fmt: skip
+    out = tmp_path / "exp"
+    result = run_experiment(config, out)
+    split = json.loads((out / "split.json").read_text())
+    view = out / "synthetic" / "train_view"
+    assert sorted(p.stem for p in (view / "JPEGImages").iterdir()) == sorted(split["train"])
+    held_out = set(split["val"]) | set(split["test"])
+    for kind in ("composite", "recombined"):
+        records = [json.loads(line) for line in (out / "synthetic" / kind / "manifest.jsonl").read_text().splitlines()]
+        assert len(records) == len(split["train"])  # round(max ratio 1 x n_train)
+        used = set().union(*(_source_ids(r) for r in records))
+        assert used and used <= set(split["train"]) and not used & held_out, (kind, used & held_out)
+    assert {r["label"] for r in result.runs} == {"real only", "composite x1", "recombined x1"}
+    assert all(r["train_synthetic"] == len(split["train"]) for r in result.runs if r["kind"] == "mix")
+    # a rerun keeps the made sources (and every finished row)
+    stamp = (out / "synthetic" / "composite" / "manifest.jsonl").stat().st_mtime_ns
+    again = run_experiment(config, out)
+    assert again.trained == [] and (out / "synthetic" / "composite" / "manifest.jsonl").stat().st_mtime_ns == stamp
+
+
+def test_sources_to_make_are_checked(toy_root, synth_root):
+    with pytest.raises(InvalidInput, match="source kind 'gan' cannot be made by the experiment; accepted: composite"):
+        tiny(toy_root, synth_root, make_sources=("gan",))
+    with pytest.raises(InvalidInput, match="'composite' is also a source the experiment makes"):
+        tiny(toy_root, synth_root, synthetic=(("composite", str(synth_root)),), make_sources=("composite",))
+    assert tiny(toy_root, None, synthetic=(), make_sources=("mined",)).make_sources == ("mined",)

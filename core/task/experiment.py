@@ -73,6 +73,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 # Settings a rerun on the same folder may change (rows are independent of them); the rest must stay.
 CHANGEABLE = ("repeats", "ratios", "standard_aug", "synthetic", "make_sources", "synthetic_only", "device")
 SOURCES_DIR = "synthetic"
+EXPERIMENTS_DIR = "experiments"
 
 
 # ---- settings -----------------------------------------------------------------------------------------------
@@ -294,6 +295,72 @@ def plan_rows(config: ExperimentConfig) -> list[Row]:
             if config.synthetic_only > 0:
                 rows += [Row("only", name, config.synthetic_only, aug, r) for name, _ in config.synthetic]
     return rows
+
+
+def count_runs(config: ExperimentConfig) -> int:
+    """How many trainings ``config`` asks for, the sources it makes itself included."""
+    made = tuple((k, k) for k in config.make_sources)
+    return len(plan_rows(replace(config, synthetic=config.synthetic + made, make_sources=())))
+
+
+# ---- experiments kept in a workspace ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExperimentInfo:
+    """An experiment folder as the studio lists it.
+
+    Attributes:
+        path: the folder; name: its name; config: its settings; finished_runs / total_runs: trainings evaluated so far
+        and asked for; state, message: its background job's (see :mod:`core.train.jobs`; ``idle`` when none ran).
+    """
+
+    path: Path
+    name: str
+    config: ExperimentConfig
+    finished_runs: int
+    total_runs: int
+    state: str
+    message: str = ""
+
+
+def experiments_root(cache_root: str | Path) -> Path:
+    """Where the studio keeps a dataset's experiments: ``<cache_root>/experiments`` (never the dataset folder)."""
+    return Path(cache_root) / EXPERIMENTS_DIR
+
+
+def experiment_info(folder: str | Path) -> ExperimentInfo | None:
+    """What an experiment folder holds, or ``None`` when it holds none (no readable settings)."""
+    from core.train.jobs import job_state
+
+    folder = Path(folder)
+    doc = None
+    for name, key in ((EXPERIMENT_FILE, None), ("job_request.json", "experiment")):
+        try:
+            raw = json.loads((folder / name).read_text(encoding="utf-8"))
+            doc = raw if key is None else raw.get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(doc, dict):
+            break
+    try:
+        config = ExperimentConfig.from_json(doc) if isinstance(doc, dict) else None
+    except (InvalidInput, TypeError):
+        config = None
+    if config is None:
+        return None
+    done = sum(1 for _ in (folder / "runs").glob(f"*/{RESULT_FILE}")) if (folder / "runs").is_dir() else 0
+    state, message = job_state(folder)
+    return ExperimentInfo(folder, folder.name, config, done, count_runs(config), state, message)
+
+
+def list_experiments(root: str | Path) -> list[ExperimentInfo]:
+    """The experiments under ``root`` (one folder each), newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [info for child in root.iterdir() if child.is_dir() and (info := experiment_info(child)) is not None]
+    return sorted(found, key=lambda e: e.path.stat().st_ctime, reverse=True)
 
 
 # ---- views ---------------------------------------------------------------------------------------------------

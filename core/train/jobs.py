@@ -2,6 +2,8 @@
 
 :func:`start_job` launches ``python -m core.train.jobs RUN`` detached from the caller; the worker trains with
 :func:`core.train.trainer.train` and keeps ``RUN/job.json`` up to date (state, step, steps/s, ETA, last message).
+:func:`start_experiment_job` does the same for the augmentation-value experiment
+(:func:`core.task.experiment.run_experiment`); its "steps" are the experiment's runs (rows x repeats).
 The caller steers it by writing ``RUN/control.json`` (:func:`request`): ``pause`` holds the worker between two
 steps (its memory kept, continuing at once), ``cancel`` makes it write a checkpoint of the current step and exit,
 ``run`` lets a paused worker go on. A cancelled, failed or killed run is continued by :func:`start_job` with
@@ -100,15 +102,39 @@ def start_job(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         InvalidInput: a worker is already training this run; the folder holds a run and ``resume`` is false.
     """
     run_dir = Path(run_dir)
-    if is_live(run_dir):
-        raise InvalidInput(f"{run_dir.name} is already training (pause or cancel it first)")
-    if not resume and (run_dir / "config.json").exists():
-        raise InvalidInput(f"a run named {run_dir.name} already exists; choose another name or resume it")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_startable(run_dir, "config.json", resume)
     request_doc = {"config": config.to_json(), "resume": bool(resume), "cache_dir": str(cache_dir) if cache_dir else None}
+    return _launch(run_dir, request_doc, config.steps)
+
+
+def start_experiment_job(config, exp_dir: str | Path, *, resume: bool = False) -> int:
+    """Start (``resume``: continue) the augmentation-value experiment ``config``
+    (:class:`core.task.experiment.ExperimentConfig`) in ``exp_dir`` in a background process; returns its pid.
+
+    Raises:
+        InvalidInput: a worker is already running it; the folder holds an experiment and ``resume`` is false.
+    """
+    from core.task.experiment import count_runs
+
+    exp_dir = Path(exp_dir)
+    _check_startable(exp_dir, "experiment.json", resume)
+    request_doc = {"task": "experiment", "experiment": config.to_json(), "resume": bool(resume)}
+    return _launch(exp_dir, request_doc, count_runs(config))
+
+
+def _check_startable(folder: Path, marker: str, resume: bool) -> None:
+    if is_live(folder):
+        raise InvalidInput(f"{folder.name} is already running (pause or cancel it first)")
+    if not resume and (folder / marker).exists():
+        raise InvalidInput(f"{folder.name} already exists; choose another name or resume it")
+
+
+def _launch(run_dir: Path, request_doc: dict, steps: int) -> int:
+    """Write the request and control files and start the detached worker on ``run_dir``; returns its pid."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / "job_request.json", request_doc)
     _write_json(run_dir / CONTROL_FILE, {"action": "run", "at": time.time()})
-    _write_json(run_dir / JOB_FILE, {"state": "starting", "pid": 0, "step": 0, "steps": config.steps,
+    _write_json(run_dir / JOB_FILE, {"state": "starting", "pid": 0, "step": 0, "steps": steps,
                                      "message": "starting", "updated": time.time()})  # fmt: skip
     log = open(run_dir / "worker.log", "ab")  # noqa: SIM115 (handed to the child)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -168,8 +194,10 @@ class ControlFileToken:
 class _Reporter:
     """Writes ``job.json`` from the trainer's progress (at most twice a second, plus every state change)."""
 
-    def __init__(self, run_dir: Path, steps: int):
-        self.run_dir, self.started = run_dir, time.time()
+    def __init__(self, run_dir: Path, steps: int, count_from_fraction: bool = False):
+        # count_from_fraction: the step is floor(fraction x steps) (an experiment's finished runs), not the step
+        # a "step N" message names (training)
+        self.run_dir, self.started, self.count_from_fraction = run_dir, time.time(), count_from_fraction
         self.doc = {"state": "running", "pid": os.getpid(), "step": 0, "steps": steps, "message": "reading samples",
                     "started": self.started, "updated": self.started}  # fmt: skip
         self._last = 0.0
@@ -181,7 +209,12 @@ class _Reporter:
 
     def progress(self, fraction: float | None, message: str = "") -> None:
         now = time.time()
-        step = int(round((fraction or 0.0) * self.doc["steps"])) if message.startswith("step ") else self.doc["step"]
+        if self.count_from_fraction:
+            step = int((fraction or 0.0) * self.doc["steps"] + 1e-9)
+        elif message.startswith("step "):
+            step = int(round((fraction or 0.0) * self.doc["steps"]))
+        else:
+            step = self.doc["step"]
         if now - self._last >= 0.5 or fraction == 1.0:
             self._last = now
             self.write(step=step, message=message)
@@ -197,6 +230,8 @@ def run_worker(run_dir: str | Path) -> int:
     """The worker's body: train the run described by ``RUN/job_request.json`` and record how it ended."""
     run_dir = Path(run_dir)
     req = json.loads((run_dir / "job_request.json").read_text(encoding="utf-8"))
+    if req.get("task") == "experiment":
+        return run_experiment_worker(run_dir, req)
     config = TrainConfig.from_json(req["config"])
     reporter = _Reporter(run_dir, config.steps)
     token = ControlFileToken(run_dir, reporter.pause, reporter.resume)
@@ -216,6 +251,30 @@ def run_worker(run_dir: str | Path) -> int:
         raise
     reporter.write(state="finished", step=result.step,
                    message=f"finished at step {result.step} ({result.steps_per_second:.2f} steps/s)")  # fmt: skip
+    return 0
+
+
+def run_experiment_worker(run_dir: Path, req: dict) -> int:
+    """The worker's body for an experiment: run (or continue) it and record how it ended."""
+    from core.task.experiment import ExperimentConfig, count_runs, run_experiment
+
+    config = ExperimentConfig.from_json(req["experiment"])
+    total = count_runs(config)
+    reporter = _Reporter(run_dir, total, count_from_fraction=True)
+    token = ControlFileToken(run_dir, reporter.pause, reporter.resume)
+    try:
+        result = run_experiment(config, run_dir, progress=reporter.progress, cancel=token)
+    except Cancelled as exc:
+        reporter.write(state="cancelled", message=str(exc))
+        return 0
+    except StudioError as exc:
+        reporter.write(state="failed", message=str(exc))
+        return 1
+    except Exception as exc:  # the page must learn why its experiment stopped, whatever it was
+        reporter.write(state="failed", message=f"{type(exc).__name__}: {exc}")
+        raise
+    reporter.write(state="finished", step=total, message=f"finished: {len(result.trained)} runs trained, "
+                   f"{len(result.skipped)} already finished, in {result.seconds:.0f} s")  # fmt: skip
     return 0
 
 

@@ -229,3 +229,45 @@ def test_sources_to_make_are_checked(toy_root, synth_root):
     with pytest.raises(InvalidInput, match="'composite' is also a source the experiment makes"):
         tiny(toy_root, synth_root, synthetic=(("composite", str(synth_root)),), make_sources=("composite",))
     assert tiny(toy_root, None, synthetic=(), make_sources=("mined",)).make_sources == ("mined",)
+
+
+def _wait_state(folder, states, timeout=240.0):
+    import time
+
+    from core.train.jobs import job_state
+
+    end = time.time() + timeout
+    while time.time() < end:
+        state, message = job_state(folder)
+        if state in states:
+            return state, message
+        time.sleep(0.2)
+    raise AssertionError(f"{folder} did not reach {states}: {job_state(folder)}")
+
+
+def test_experiment_runs_as_a_background_job_that_cancels_and_resumes(toy_root, synth_root, tmp_path):
+    from core.task.experiment import experiment_info, experiments_root, list_experiments
+    from core.train.jobs import request, start_experiment_job
+
+    config = tiny(toy_root, synth_root, standard_aug=("none",), repeats=2, steps=30, val_every=10)
+    folder = experiments_root(tmp_path / "cache") / "exp-1"
+    start_experiment_job(config, folder)
+    with pytest.raises(InvalidInput, match="exp-1 is already running"):
+        start_experiment_job(config, folder)
+    _wait_state(folder, ("running",))
+    request(folder, "cancel")
+    state, message = _wait_state(folder, ("cancelled", "finished", "failed"))
+    assert state == "cancelled", message
+    info = experiment_info(folder)
+    assert info.total_runs == 2 * 3 and info.finished_runs < info.total_runs and info.state == "cancelled"
+    with pytest.raises(InvalidInput, match="exp-1 already exists; choose another name or resume it"):
+        start_experiment_job(config, folder)
+    start_experiment_job(config, folder, resume=True)
+    state, message = _wait_state(folder, ("cancelled", "finished", "failed"))
+    assert state == "finished", message
+    info = experiment_info(folder)
+    assert info.finished_runs == info.total_runs == 6
+    assert "| real only | 0 | none | 2 |" in (folder / "table.md").read_text()
+    assert [e.name for e in list_experiments(folder.parent)] == ["exp-1"]
+    job = json.loads((folder / "job.json").read_text())
+    assert job["step"] == job["steps"] == 6

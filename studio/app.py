@@ -17,6 +17,7 @@ from studio import gradio_fixes
 from studio.context import StudioConfig, StudioContext
 from studio.tabs import annotate as annotate_tab
 from studio.tabs import dataset as dataset_tab
+from studio.tabs import experiment as experiment_tab
 from studio.tabs import export as export_tab
 from studio.tabs import generate as generate_tab
 from studio.tabs import labels as labels_tab
@@ -102,8 +103,11 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                 demo.priors = priors_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
             with gr.Tab("Generate", id="generate"):
                 demo.generate = generate_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
-            with gr.Tab("Train", id="train"):
-                demo.train = train_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
+            with gr.Tab("Train", id="train"), gr.Tabs():
+                with gr.Tab("GAN", id="train-gan"):
+                    demo.train = train_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
+                with gr.Tab("Does synthetic data help?", id="train-experiment"):
+                    demo.experiment = experiment_tab.build(ctx, demo)  # type: ignore[attr-defined]
             with gr.Tab("Export", id="export"):
                 demo.export = export_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
             with gr.Tab("Models", id="models"):

@@ -234,11 +234,10 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> ExperimentController:
                 cancel = gr.Button("Cancel", variant="stop", elem_id="exp-cancel", interactive=False, min_width=80)
                 resume = gr.Button("Resume", elem_id="exp-resume", interactive=False, min_width=80)
             table = gr.Markdown(elem_id="exp-table")
-            with gr.Row():
-                miou_plot = gr.Image(label="Test mIoU vs ratio", type="filepath", interactive=False,
-                                     elem_id="exp-miou-plot", buttons=["download", "fullscreen"])  # fmt: skip
-                gains_plot = gr.Image(label="Per-class IoU gain", type="filepath", interactive=False,
-                                      elem_id="exp-gains-plot", buttons=["download", "fullscreen"])  # fmt: skip
+            miou_plot = gr.Image(label="Test mIoU vs ratio", type="filepath", interactive=False, height=420,
+                                 elem_id="exp-miou-plot", buttons=["download", "fullscreen"])  # fmt: skip
+            gains_plot = gr.Image(label="Per-class IoU gain", type="filepath", interactive=False, height=420,
+                                  elem_id="exp-gains-plot", buttons=["download", "fullscreen"])  # fmt: skip
     seen = gr.State(())
     timer = gr.Timer(TICK_S, active=True)
     form_names = ("make", "folders", "ratios", "augs", "repeats", "steps", "size", "width", "depth", "split", "seed",

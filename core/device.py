@@ -67,3 +67,12 @@ def resolve_policy(requested: str | None = None) -> DevicePolicy:
     if has_cuda:
         return DevicePolicy(choice if base == "cuda" else "cuda", "float16")
     return DevicePolicy("cpu", "float32")
+
+
+def quiet_nondeterminism_warnings() -> None:
+    """Silence PyTorch's "... does not have a deterministic implementation" warnings (one per kernel call on CUDA
+    with ``use_deterministic_algorithms(True, warn_only=True)``; a GPU run printed thousands). The CPU stays strict,
+    where training is bitwise reproducible; on CUDA that is documented as not guaranteed."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*does not have a deterministic implementation.*", category=UserWarning)

@@ -516,6 +516,10 @@ def train_segmenter(
     previous_fill = torch.utils.deterministic.fill_uninitialized_memory
     run = _Run(config, data)
     torch.use_deterministic_algorithms(True, warn_only=run.device.type != "cpu")
+    if run.device.type != "cpu":
+        from core.device import quiet_nondeterminism_warnings
+
+        quiet_nondeterminism_warnings()
     torch.utils.deterministic.fill_uninitialized_memory = False  # nothing reads uninitialised memory; the fill costs
     try:
         start = run.load(run_dir) if has_ckpt else 0

@@ -485,6 +485,10 @@ def train(
     previous_fill = torch.utils.deterministic.fill_uninitialized_memory
     run = _Run(config, data)
     torch.use_deterministic_algorithms(True, warn_only=run.device.type != "cpu")
+    if run.device.type != "cpu":
+        from core.device import quiet_nondeterminism_warnings
+
+        quiet_nondeterminism_warnings()
     # Deterministic mode also fills every new tensor with NaN, a tenth of a CPU step; nothing here reads
     # uninitialised memory, so that fill is off while training.
     torch.utils.deterministic.fill_uninitialized_memory = False

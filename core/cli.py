@@ -703,6 +703,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_segmenter_parsers(sub)
 
+    from core.render.commands import add_parsers as add_render_parsers
+
+    add_render_parsers(sub)
+
     info = sub.add_parser("info", help="summarise a dataset folder, with its samples counted by status")
     info.add_argument("dir", metavar="DIR")
     info.add_argument("--json", action="store_true", help="print JSON")

@@ -1,0 +1,1 @@
+"""Synthetic renders from 3D meshes with exact label maps."""

@@ -47,13 +47,16 @@ class RenderResult:
         label_map: ``H x W uint8`` class indices; 255 where unknown (an unlabelled background).
         instance_map: ``H x W uint8`` instance ids (0 where no rendered object).
         scene: the scene description as rendered (objects kept, with their measured ``visible_pixels``,
-            ``truncation`` and ``visible_share``; ``removed`` objects with reasons; ``timing``).
+            ``truncation`` and ``visible_share``; ``removed`` objects with reasons).
+        seconds: wall time of the label passes (``label``, settling included) and of the RGB render (``rgb``); kept
+            out of ``scene`` so that the same seed writes the same files.
     """
 
     image: np.ndarray
     label_map: np.ndarray
     instance_map: np.ndarray
     scene: dict
+    seconds: dict
 
 
 # ---- geometry of an object -------------------------------------------------------------------------------------
@@ -332,8 +335,8 @@ def render_scene(scene: dict, meshes: dict, settings: RenderSettings, background
     for obj in scene["objects"]:
         class_of[obj["instance"]] = obj["class_index"]
     label_map = np.where(ids > 0, class_of[ids], labels).astype(np.uint8)
-    scene["timing"] = {"label_s": round(t1 - t0, 3), "rgb_s": round(time.perf_counter() - t1, 3)}
-    return RenderResult(compose(rgba, background), label_map, ids.astype(np.uint8), scene)
+    seconds = {"label": t1 - t0, "rgb": time.perf_counter() - t1}
+    return RenderResult(compose(rgba, background), label_map, ids.astype(np.uint8), scene, seconds)
 
 
 def render_seed(seed: int, settings: RenderSettings, library, class_names: list[str], background: np.ndarray,

@@ -23,6 +23,7 @@ from studio.tabs import generate as generate_tab
 from studio.tabs import labels as labels_tab
 from studio.tabs import models as models_tab
 from studio.tabs import priors as priors_tab
+from studio.tabs import render as render_tab
 from studio.tabs import train as train_tab
 
 CSS = """
@@ -108,6 +109,8 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                     demo.train = train_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
                 with gr.Tab("Does synthetic data help?", id="train-experiment"):
                     demo.experiment = experiment_tab.build(ctx, demo)  # type: ignore[attr-defined]
+            with gr.Tab("Render", id="render"):
+                demo.render_tab = render_tab.build(ctx, demo)  # type: ignore[attr-defined]
             with gr.Tab("Export", id="export"):
                 demo.export = export_tab.build(ctx, demo, live)  # type: ignore[attr-defined]
             with gr.Tab("Models", id="models"):

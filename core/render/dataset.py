@@ -27,6 +27,8 @@ from core.progress import CancelToken, ProgressFn, no_progress
 from core.render.scene import RenderSettings
 
 MANIFEST = "manifest.jsonl"
+# what a background job (core.train.jobs) keeps beside the renders it writes
+JOB_FILES = ("job.json", "control.json", "job_request.json", "worker.log")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -222,7 +224,7 @@ def _check_output(out: Path, class_names: list[str]) -> None:
         names = list(ClassSet.load(classes_file).names)
         if names != list(class_names):
             raise InvalidInput(f"{out} holds renders of other classes ({names}); choose another output folder")
-    elif any(out.iterdir()) if out.is_dir() else False:
+    elif out.is_dir() and any(p.name not in JOB_FILES for p in out.iterdir()):
         raise InvalidInput(f"{out} is not empty and holds no renders; choose an empty or new output folder")
 
 
@@ -230,3 +232,72 @@ def _append(manifest: Path, record: dict) -> None:
     """Add one line to the manifest (rewritten atomically: a killed process leaves the old or the new file)."""
     old = manifest.read_text(encoding="utf-8") if manifest.is_file() else ""
     atomic_write_text(manifest, old + json.dumps(record, sort_keys=True) + "\n")
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """A batch of renders as the studio starts it in the background (see :func:`core.train.jobs.start_render_job`).
+
+    Attributes:
+        out: the output folder; count, seed: samples ``render_000000 ..`` with seeds ``seed + i``.
+        settings: :meth:`RenderSettings.to_json`; meshes: a mesh folder, or ``""`` for the bundled meshes.
+        data: the dataset folder (its classes label the output when ``dataset_classes``; its images are backgrounds
+            when ``dataset_backgrounds``); cache_dir: its workspace; backgrounds: a background-only folder or ``""``.
+    """
+
+    out: str
+    count: int
+    seed: int
+    settings: dict
+    meshes: str = ""
+    data: str = ""
+    cache_dir: str = ""
+    backgrounds: str = ""
+    dataset_classes: bool = False
+    dataset_backgrounds: bool = False
+
+    def to_json(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict) -> RenderJob:
+        return cls(**doc)
+
+    def prepare(self):
+        """``(settings, library, classes, pool, store)`` of the job, checked.
+
+        Raises:
+            InvalidInput: no usable mesh; mesh classes missing from the dataset's classes; a bad folder.
+        """
+        from core.render.meshes import procedural_library, scan_meshes
+
+        settings = RenderSettings.from_json(self.settings)
+        store = None
+        if self.data and (self.dataset_classes or self.dataset_backgrounds):
+            from core.store import DatasetStore
+
+            store = DatasetStore(self.data, cache_dir=Path(self.cache_dir) if self.cache_dir else None)
+        names = store.classes.names if (store is not None and self.dataset_classes) else None
+        library = scan_meshes(self.meshes, names) if self.meshes else procedural_library()
+        if not library.classes():
+            raise InvalidInput("no usable mesh" + (f" in {self.meshes}" if self.meshes else "") + "; " +
+                               "; ".join(f"{p}: {why}" for p, why in library.skipped[:3]))  # fmt: skip
+        classes = render_classes(library, store if self.dataset_classes else None)
+        missing = [c for c in library.classes() if c not in classes.names[1:]]
+        if missing:
+            raise InvalidInput(f"mesh classes {missing} are not classes of the dataset ({', '.join(classes.names[1:])})"
+                               "; rename the mesh folders after the dataset's classes, or label with the meshes' own "
+                               "classes")  # fmt: skip
+        # with the meshes' own classes, a dataset sample's labels mean nothing here: its pixels count as unknown
+        pool_store = store if self.dataset_backgrounds else None
+        pool = background_pool(self.backgrounds or None, pool_store)
+        if pool_store is not None and not self.dataset_classes:
+            pool = [Background("unlabelled", b.path, b.sample) if b.kind == "sample" else b for b in pool]
+        return settings, library, classes, pool, store
+
+    def run(self, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> RenderRun:
+        settings, library, classes, pool, store = self.prepare()
+        return write_renders(self.out, self.count, self.seed, settings, library, classes, pool, store,
+                             progress=progress, cancel=cancel)  # fmt: skip

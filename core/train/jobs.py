@@ -122,6 +122,18 @@ def start_experiment_job(config, exp_dir: str | Path, *, resume: bool = False) -
     return _launch(exp_dir, request_doc, count_runs(config))
 
 
+def start_render_job(job, *, resume: bool = False) -> int:
+    """Start (``resume``: continue) a batch of renders (:class:`core.render.dataset.RenderJob`) in a background
+    process writing into ``job.out``; returns its pid. Its "steps" are the samples.
+
+    Raises:
+        InvalidInput: a worker is already rendering there; the folder holds renders and ``resume`` is false.
+    """
+    out = Path(job.out)
+    _check_startable(out, "manifest.jsonl", resume)
+    return _launch(out, {"task": "render", "render": job.to_json(), "resume": bool(resume)}, job.count)
+
+
 def _check_startable(folder: Path, marker: str, resume: bool) -> None:
     if is_live(folder):
         raise InvalidInput(f"{folder.name} is already running (pause or cancel it first)")
@@ -232,6 +244,8 @@ def run_worker(run_dir: str | Path) -> int:
     req = json.loads((run_dir / "job_request.json").read_text(encoding="utf-8"))
     if req.get("task") == "experiment":
         return run_experiment_worker(run_dir, req)
+    if req.get("task") == "render":
+        return run_render_worker(run_dir, req)
     config = TrainConfig.from_json(req["config"])
     reporter = _Reporter(run_dir, config.steps)
     token = ControlFileToken(run_dir, reporter.pause, reporter.resume)
@@ -275,6 +289,30 @@ def run_experiment_worker(run_dir: Path, req: dict) -> int:
         raise
     reporter.write(state="finished", step=total, message=f"finished: {len(result.trained)} runs trained, "
                    f"{len(result.skipped)} already finished, in {result.seconds:.0f} s")  # fmt: skip
+    return 0
+
+
+def run_render_worker(run_dir: Path, req: dict) -> int:
+    """The worker's body for a batch of renders: render (or continue) and record how it ended."""
+    from core.render.dataset import RenderJob
+
+    job = RenderJob.from_json(req["render"])
+    reporter = _Reporter(run_dir, job.count, count_from_fraction=True)
+    token = ControlFileToken(run_dir, reporter.pause, reporter.resume)
+    try:
+        run = job.run(progress=reporter.progress, cancel=token)
+    except Cancelled as exc:
+        reporter.write(state="cancelled", message=str(exc))
+        return 0
+    except StudioError as exc:
+        reporter.write(state="failed", message=str(exc))
+        return 1
+    except Exception as exc:  # the page must learn why its batch stopped, whatever it was
+        reporter.write(state="failed", message=f"{type(exc).__name__}: {exc}")
+        raise
+    skipped = "; ".join(f"{i}: {why}" for i, why in run.skipped[:3])
+    reporter.write(state="finished", step=job.count, message=f"finished: {len(run.written)} rendered, "
+                   f"{len(run.kept)} already there, {len(run.skipped)} skipped" + (f" ({skipped})" if skipped else ""))  # fmt: skip
     return 0
 
 

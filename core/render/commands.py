@@ -30,6 +30,9 @@ def add_parsers(sub) -> None:
     r.add_argument("--data", default=None, metavar="DIR",
                    help="a dataset: its classes name the output's, and its samples are backgrounds too (labelled ones "
                         "keep their labels outside the objects, unlabelled ones get 255)")  # fmt: skip
+    r.add_argument("--classes", choices=["dataset", "meshes"], default=None,
+                   help="label with the dataset's classes (mesh folders named after them; the default with --data) or "
+                        "the meshes' own (then the dataset's images are backgrounds with unknown labels, 255)")  # fmt: skip
     r.add_argument("--objects", default=None, metavar="MIN,MAX", help="objects per scene (default 1,4)")
     r.add_argument("--settings", default=None, metavar="FILE",
                    help="a JSON file of render settings (every range; see core/render/scene.py RenderSettings)")
@@ -62,26 +65,22 @@ def settings_from_args(args: argparse.Namespace):
 
 def run_render(args: argparse.Namespace) -> int:
     """``segstudio render``: render, print what was written and skipped."""
-    from core.render.dataset import background_pool, render_classes, write_renders
+    from core.render.dataset import RenderJob, write_renders
     from core.render.engine import load_mitsuba
-    from core.render.meshes import procedural_library, scan_meshes
 
     if args.count < 1:
         raise InvalidInput(f"--count must be at least 1, got {args.count}")
     settings = settings_from_args(args)
-    store = None
-    if args.data:
-        from core.store import open_store
-
-        store = open_store(args.data)
+    if args.data and not Path(args.data).is_dir():
+        raise InvalidInput(f"--data {args.data} is not a folder; give a dataset folder")
     load_mitsuba()  # says what to install before anything else is read
-    library = scan_meshes(args.meshes, store.classes.names if store else None) if args.meshes else procedural_library()
+    job = RenderJob(out=args.out, count=args.count, seed=args.seed, settings=settings.to_json(),
+                    meshes=args.meshes or "", data=args.data or "", backgrounds=args.backgrounds or "",
+                    dataset_classes=bool(args.data) and args.classes != "meshes",
+                    dataset_backgrounds=bool(args.data))  # fmt: skip
+    settings, library, classes, pool, store = job.prepare()
     for path, why in library.skipped:
         print(f"skipped mesh {path}: {why}", file=sys.stderr)
-    if not library.classes():
-        raise InvalidInput(f"no usable mesh in {args.meshes}; give one sub-folder of mesh files per class")
-    classes = render_classes(library, store)
-    pool = background_pool(args.backgrounds, store)
     last = [-1]
 
     def report(fraction, message=""):
@@ -90,7 +89,7 @@ def run_render(args: argparse.Namespace) -> int:
             last[0] = step
             print(message, file=sys.stderr, flush=True)
 
-    run = write_renders(args.out, args.count, args.seed, settings, library, classes, pool, store, progress=report)
+    run = write_renders(job.out, job.count, job.seed, settings, library, classes, pool, store, progress=report)
     for sample_id, why in run.skipped:
         print(f"skipped {sample_id}: {why}", file=sys.stderr)
     print(f"wrote {len(run.written)} renders to {args.out} ({len(run.kept)} already there, {len(run.skipped)} "

@@ -316,6 +316,8 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     if args.mode != "random":
         return _run_hard_composites(args)
+    if args.backend == "render":
+        return _run_generate_render(args)
     dataset = open_store(args.dir)
     skipped = SkipReport()
     if args.backend == "composite":
@@ -346,6 +348,18 @@ def _run_generate(args: argparse.Namespace) -> int:
     print(f"wrote {len(samples)} samples to {args.out} (manifest {manifest})")
     _skipped_note(skipped)
     return 0
+
+
+def _run_generate_render(args: argparse.Namespace) -> int:
+    """``generate --backend render``: meshes of DIR's classes rendered over DIR's images (``segstudio render`` with
+    ``--data DIR`` and the sizes of ``--width`` / ``--height``, default 512)."""
+    from core.render.commands import run_render
+
+    size = args.width or args.height or 512
+    render_args = argparse.Namespace(meshes=args.meshes, count=args.count, size=size, samples=None, seed=args.seed,
+                                     backgrounds=None, data=args.dir, classes="dataset", objects=None, settings=None,
+                                     out=args.out)  # fmt: skip
+    return run_render(render_args)
 
 
 def _run_hard_composites(args: argparse.Namespace) -> int:
@@ -610,7 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="new samples: cut-and-paste composites, or images generated for label maps")
     gen.add_argument("dir", metavar="DIR")
-    gen.add_argument("--backend", choices=["composite", "controlnet", "t2i-adapter", "gan"], default="composite")
+    gen.add_argument("--backend", choices=["composite", "controlnet", "t2i-adapter", "gan", "render"], default="composite")
+    gen.add_argument("--meshes", metavar="DIR", default=None,
+                     help="render: mesh files in one sub-folder per class of DIR's classes (default: the bundled meshes, "
+                          "whose classes the dataset must have); the dataset's images are the backgrounds, labels kept")  # fmt: skip
     gen.add_argument("--model", metavar="ID|RUN",
                      help="control model id for the diffusion backends (segstudio models); for gan, a training run "
                           "folder (segstudio train --out RUN): label2image keeps each label map of DIR and makes its "

@@ -50,6 +50,7 @@ class MakeContext:
         self._clip = None
         self._segmenter = None
         self._plan: list | None = None
+        self._meshes: dict[str, object] = {}
 
     def step_jobs(self, number: int) -> list[Job]:
         """The planned jobs of generation step ``number`` (1 = the first), from the recipe's plan (a pure function
@@ -82,6 +83,15 @@ class MakeContext:
             self._segmenter = load_segmenter(run, "best", device="auto")
         return self._segmenter
 
+    def meshes(self, folder: str):
+        """The mesh library of a render step (``""``: the bundled meshes), read once per process; only meshes of the
+        dataset's classes."""
+        from core.render.meshes import procedural_library, scan_meshes
+
+        if folder not in self._meshes:
+            self._meshes[folder] = scan_meshes(folder, self.store.classes.names) if folder else procedural_library()
+        return self._meshes[folder]
+
     def library(self, min_area: int):
         from core.labels.recombine import RegionLibrary
 
@@ -106,7 +116,44 @@ def make(job: Job, context: MakeContext) -> Made:
         return _recombine(job, step, context)
     if job.kind == "gan":
         return _gan(job, step, context)
+    if job.kind == "render":
+        return _render(job, step, context)
     return _diffusion(job, step, context)
+
+
+def _render(job: Job, step: Step, context: MakeContext) -> Made:
+    """A render step's sample: meshes of the dataset's classes path-traced over a background (the job's source
+    sample under a balance plan, else one drawn from the step's background folder or the dataset's images by the
+    job's seed); a balance plan's target class is every object's class."""
+    from dataclasses import replace
+
+    from core.export.recipe import render_settings
+    from core.render.dataset import background_pool, load_background
+    from core.render.engine import active_variant, renderer_version
+    from core.render.render import render_seed
+
+    options, store = step.options, context.store
+    settings = render_settings(options)
+    library = context.meshes(options.get("meshes", ""))
+    if job.target_class:
+        settings = replace(settings, class_weights={c: float(c == job.target_class) for c in library.classes()})
+    seed = _job_seed(job)
+    if job.source:
+        from core.render.dataset import Background
+
+        labelled = job.source in set(store.labelled_ids())
+        path = str(store.get(job.source).image_path)
+        background = Background("sample" if labelled else "unlabelled", path, job.source)
+    else:
+        pool = background_pool(options.get("backgrounds"), None if options.get("backgrounds") else store)
+        background = pool[int(np.random.default_rng([seed, 11]).integers(len(pool)))]
+    image, labels, doc = load_background(background, settings.size, seed, store)
+    result = render_seed(seed, settings, library, list(store.classes.names), image, doc, labels)
+    sums = {m.name: m.sha256 for group in library.by_class.values() for m in group}
+    record = {"generator": "render", "seed": seed, "scene": result.scene, "target_class": job.target_class,
+              "meshes": {o["mesh"]: sums[o["mesh"]] for o in result.scene["objects"]},
+              "renderer": {"variant": active_variant(), "version": renderer_version()}}  # fmt: skip
+    return Made(result.label_map, result.image, None, None, background.sample or "", record)
 
 
 def _real(job: Job, store: DatasetStore) -> Made:

@@ -32,6 +32,7 @@ def preflight(recipe: Recipe, store: DatasetStore, jobs: list[Job], out: Path, *
     check_models(recipe, registry)
     check_gan_runs(recipe, store)
     check_segmenter(recipe, store)
+    check_render(recipe, store)
     check_classes(recipe, store)
     needed = estimate_bytes(recipe, store, jobs)
     free = shutil.disk_usage(_existing_parent(out)).free
@@ -138,3 +139,28 @@ def _existing_parent(path: Path) -> Path:
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} kB"
+
+
+def check_render(recipe: Recipe, store: DatasetStore) -> None:
+    """Every render step can run: Mitsuba is installed, its meshes folder holds meshes of the dataset's classes.
+
+    Raises:
+        InvalidInput: naming the step, what is missing and how to install it or name the folders.
+    """
+    from core.render.engine import INSTALL_HINT, renderer_installed
+    from core.render.meshes import procedural_library, scan_meshes
+
+    for number, step in enumerate(recipe.generate):
+        if step.backend != "render":
+            continue
+        key = f"recipe: generate[{number}]"
+        if not renderer_installed():
+            raise InvalidInput(f"{key}: the render backend needs Mitsuba 3, which is not installed: {INSTALL_HINT}")
+        folder = step.options.get("meshes", "")
+        library = scan_meshes(folder, store.classes.names) if folder else procedural_library()
+        missing = [c for c in library.classes() if c not in store.classes.names[1:]]
+        if missing or not library.classes():
+            skipped = "; ".join(f"{p}: {why}" for p, why in library.skipped[:3])
+            raise InvalidInput(f"{key}.options.meshes: no mesh of the dataset's classes ({', '.join(store.classes.names[1:])})"
+                               + (f"; bundled mesh classes {missing} are not among them" if missing else "")
+                               + (f"; left out: {skipped}" if skipped else ""))  # fmt: skip

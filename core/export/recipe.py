@@ -5,7 +5,7 @@ source: path/to/dataset          # any layout SegStudio opens
 seed: 0
 real: include                    # include | exclude the real (labelled) samples
 generate:                        # zero or more steps, run in order
-  - backend: composite           # composite | recombine | controlnet | t2i-adapter | gan
+  - backend: composite           # composite | recombine | controlnet | t2i-adapter | gan | render
     count: 200                   # or: balance: {n_balance: 50} / {synthetic_share: 0.5}
     options: {blending: gaussian}
   - backend: gan                 # a GAN trained on this data: model is its run folder
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from core.errors import InvalidInput
 
-BACKENDS = ("composite", "recombine", "controlnet", "t2i-adapter", "gan")
+BACKENDS = ("composite", "recombine", "controlnet", "t2i-adapter", "gan", "render")
 FORMATS = ("voc", "coco", "cityscapes", "yolo-seg", "mmseg", "hf")
 REAL_CHOICES = ("include", "exclude")
 TOP_KEYS = ("source", "seed", "real", "generate", "split", "formats", "quality", "review")
@@ -44,6 +44,11 @@ RECOMBINE_OPTIONS = ("mode", "classes", "scale", "max_rotate", "max_translate", 
                      "ignore_border", "min_area", *PLAUSIBLE_OPTIONS, "background_overlap")  # fmt: skip
 DIFFUSION_OPTIONS = ("prompt", "negative_prompt", "steps", "guidance_scale", "conditioning_scale", "width", "height")
 GAN_OPTIONS = ("maps_from", "ema")
+# render: path-traced 3D meshes (core.render); the ranges are RenderSettings fields, "meshes" a folder of mesh files
+# named after the dataset's classes, "backgrounds" a background-only folder (default: the dataset's own images)
+RENDER_OPTIONS = ("meshes", "backgrounds", "size", "samples", "objects", "object_size", "rotation", "max_truncation",
+                  "min_visible", "camera_distance", "camera_elevation", "focal_mm", "lights", "light_intensity",
+                  "ambient", "textures", "denoise")  # fmt: skip
 
 
 def _fail(key: str, message: str) -> InvalidInput:
@@ -171,7 +176,8 @@ def _step(item, key: str, base: Path | None = None) -> Step:
         if not isinstance(balance, dict) or len(balance) != 1 or not set(balance) <= {"n_balance", "synthetic_share"}:
             raise _fail(f"{key}.balance", f"{{n_balance: N}} or {{synthetic_share: S}}, got {balance!r}")
     options = item.get("options") or {}
-    accepted = {"composite": COMPOSITE_OPTIONS, "recombine": RECOMBINE_OPTIONS, "gan": GAN_OPTIONS}.get(
+    accepted = {"composite": COMPOSITE_OPTIONS, "recombine": RECOMBINE_OPTIONS, "gan": GAN_OPTIONS,
+                "render": RENDER_OPTIONS}.get(
         backend, DIFFUSION_OPTIONS
     )
     if not isinstance(options, dict):
@@ -186,7 +192,35 @@ def _step(item, key: str, base: Path | None = None) -> Step:
         model = _gan_run(model, f"{key}.model", base)
         if "ema" in options and not isinstance(options["ema"], bool):
             raise _fail(f"{key}.options.ema", f"true or false, got {options['ema']!r}")
+    if backend == "render":
+        options = _render_options(options, key, base)
     return Step(backend, count, balance, dict(options), model)
+
+
+def _render_options(options: dict, key: str, base: Path | None) -> dict:
+    """A render step's options with its folders resolved against the recipe's folder and its ranges checked."""
+    out = dict(options)
+    for name in ("meshes", "backgrounds"):
+        if name in out:
+            if not isinstance(out[name], str) or not out[name].strip():
+                raise _fail(f"{key}.options.{name}", f"a folder, got {out[name]!r}")
+            path = Path(out[name]).expanduser()
+            out[name] = str((base / path if not path.is_absolute() and base is not None else path).resolve())
+    try:
+        render_settings(out)
+    except InvalidInput as exc:
+        raise _fail(f"{key}.options", str(exc)) from None
+    return out
+
+
+def render_settings(options: dict):
+    """The :class:`core.render.scene.RenderSettings` of a render step's options (``size`` a side or [w, h])."""
+    from core.render.scene import RenderSettings
+
+    doc = {k: v for k, v in options.items() if k not in ("meshes", "backgrounds")}
+    if "size" in doc and isinstance(doc["size"], int | float):
+        doc["size"] = [int(doc["size"]), int(doc["size"])]
+    return RenderSettings.from_json(doc)
 
 
 def _gan_run(model, key: str, base: Path | None) -> str:

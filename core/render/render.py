@@ -233,11 +233,16 @@ def linear_to_srgb8(linear: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(s * 255.0), 0, 255).astype(np.uint8)
 
 
-def compose(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
+def compose(rgba: np.ndarray, background: np.ndarray, denoise: bool = False) -> np.ndarray:
     """The render (premultiplied linear RGBA, ``H x W x 4``) over ``background`` (``H x W x 3 uint8`` sRGB), in
-    linear light; returns ``H x W x 3 uint8`` sRGB."""
+    linear light; returns ``H x W x 3 uint8`` sRGB. ``denoise``: non-local means on the result, blended in by the
+    objects' coverage (the background keeps its own pixels)."""
     alpha = np.clip(rgba[..., 3:4], 0.0, 1.0)
-    return linear_to_srgb8(rgba[..., :3] + srgb_to_linear(background) * (1.0 - alpha))
+    image = linear_to_srgb8(rgba[..., :3] + srgb_to_linear(background) * (1.0 - alpha))
+    if not denoise:
+        return image
+    smooth = cv2.fastNlMeansDenoisingColored(image, None, 6, 6, 5, 15)
+    return np.clip(np.rint(smooth * alpha + image * (1.0 - alpha)), 0, 255).astype(np.uint8)
 
 
 def background_labels(kind: str, size: tuple[int, int], label_map: np.ndarray | None) -> np.ndarray:
@@ -336,7 +341,8 @@ def render_scene(scene: dict, meshes: dict, settings: RenderSettings, background
         class_of[obj["instance"]] = obj["class_index"]
     label_map = np.where(ids > 0, class_of[ids], labels).astype(np.uint8)
     seconds = {"label": t1 - t0, "rgb": time.perf_counter() - t1}
-    return RenderResult(compose(rgba, background), label_map, ids.astype(np.uint8), scene, seconds)
+    image = compose(rgba, background, settings.denoise)
+    return RenderResult(image, label_map, ids.astype(np.uint8), scene, seconds)
 
 
 def render_seed(seed: int, settings: RenderSettings, library, class_names: list[str], background: np.ndarray,

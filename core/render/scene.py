@@ -64,7 +64,9 @@ class RenderSettings:
         textures: texture kinds drawn per object: ``none``, ``checker``, ``image`` (a patch cut from a background
             image: domain randomisation); texture_scale: UV repeats.
         class_weights: relative frequency of each class (missing: 1); a class-balance plan passes its shares here.
-        attempts: scenes drawn (seeds ``seed``, ``seed + 1000003``, ...) until one keeps at least one object.
+        attempts: scenes drawn (attempt 0, 1, ... of the seed) until one keeps at least one object.
+        denoise: smooth the rendered objects' path-tracing noise (OpenCV non-local means on the objects' pixels only;
+            the background photo is left as it is). Mitsuba's denoiser needs CUDA (OptiX); this one runs anywhere.
     """
 
     size: tuple[int, int] = (512, 512)
@@ -91,6 +93,7 @@ class RenderSettings:
     texture_scale: tuple[float, float] = (2.0, 8.0)
     class_weights: dict = field(default_factory=dict)
     attempts: int = 5
+    denoise: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -109,6 +112,7 @@ class RenderSettings:
         object.__setattr__(self, "light_types", tuple(str(t) for t in self.light_types))
         object.__setattr__(self, "textures", tuple(str(t) for t in self.textures))
         object.__setattr__(self, "class_weights", {str(k): float(v) for k, v in dict(self.class_weights).items()})
+        object.__setattr__(self, "denoise", bool(self.denoise))
         w, h = self.size
         bad_lights = [t for t in self.light_types if t not in LIGHT_TYPES]
         bad_textures = [t for t in self.textures if t not in TEXTURES]

@@ -239,81 +239,71 @@ class _Reporter:
 
 
 def run_worker(run_dir: str | Path) -> int:
-    """The worker's body: train the run described by ``RUN/job_request.json`` and record how it ended."""
+    """The worker's body: do what ``RUN/job_request.json`` asks (a GAN training, an experiment or a batch of renders)
+    and record in ``job.json`` how it ended."""
     run_dir = Path(run_dir)
     req = json.loads((run_dir / "job_request.json").read_text(encoding="utf-8"))
-    if req.get("task") == "experiment":
-        return run_experiment_worker(run_dir, req)
-    if req.get("task") == "render":
-        return run_render_worker(run_dir, req)
-    config = TrainConfig.from_json(req["config"])
-    reporter = _Reporter(run_dir, config.steps)
+    task = {"experiment": _experiment_task, "render": _render_task}.get(req.get("task", ""), _train_task)
+    steps, work = task(run_dir, req)
+    reporter = _Reporter(run_dir, steps, count_from_fraction=task is not _train_task)
     token = ControlFileToken(run_dir, reporter.pause, reporter.resume)
-    from core.train.trainer import train
-
     try:
-        result = train(config, run_dir, progress=reporter.progress, cancel=token, resume=bool(req.get("resume")),
-                       cache_dir=Path(req["cache_dir"]) if req.get("cache_dir") else None)  # fmt: skip
+        step, message = work(reporter.progress, token)
     except Cancelled as exc:
         reporter.write(state="cancelled", message=str(exc))
         return 0
     except StudioError as exc:
         reporter.write(state="failed", message=str(exc))
         return 1
-    except Exception as exc:  # the page must learn why its run stopped, whatever it was
+    except Exception as exc:  # the page must learn why its job stopped, whatever it was
         reporter.write(state="failed", message=f"{type(exc).__name__}: {exc}")
         raise
-    reporter.write(state="finished", step=result.step,
-                   message=f"finished at step {result.step} ({result.steps_per_second:.2f} steps/s)")  # fmt: skip
+    reporter.write(state="finished", step=step, message=message)
     return 0
 
 
-def run_experiment_worker(run_dir: Path, req: dict) -> int:
-    """The worker's body for an experiment: run (or continue) it and record how it ended."""
+# Each task: (steps the job counts, work(progress, cancel) -> (final step, finishing message)).
+
+
+def _train_task(run_dir: Path, req: dict):
+    from core.train.trainer import train
+
+    config = TrainConfig.from_json(req["config"])
+
+    def work(progress, cancel):
+        result = train(config, run_dir, progress=progress, cancel=cancel, resume=bool(req.get("resume")),
+                       cache_dir=Path(req["cache_dir"]) if req.get("cache_dir") else None)  # fmt: skip
+        return result.step, f"finished at step {result.step} ({result.steps_per_second:.2f} steps/s)"
+
+    return config.steps, work
+
+
+def _experiment_task(run_dir: Path, req: dict):
     from core.task.experiment import ExperimentConfig, count_runs, run_experiment
 
     config = ExperimentConfig.from_json(req["experiment"])
     total = count_runs(config)
-    reporter = _Reporter(run_dir, total, count_from_fraction=True)
-    token = ControlFileToken(run_dir, reporter.pause, reporter.resume)
-    try:
-        result = run_experiment(config, run_dir, progress=reporter.progress, cancel=token)
-    except Cancelled as exc:
-        reporter.write(state="cancelled", message=str(exc))
-        return 0
-    except StudioError as exc:
-        reporter.write(state="failed", message=str(exc))
-        return 1
-    except Exception as exc:  # the page must learn why its experiment stopped, whatever it was
-        reporter.write(state="failed", message=f"{type(exc).__name__}: {exc}")
-        raise
-    reporter.write(state="finished", step=total, message=f"finished: {len(result.trained)} runs trained, "
-                   f"{len(result.skipped)} already finished, in {result.seconds:.0f} s")  # fmt: skip
-    return 0
+
+    def work(progress, cancel):
+        result = run_experiment(config, run_dir, progress=progress, cancel=cancel)
+        return total, (f"finished: {len(result.trained)} runs trained, {len(result.skipped)} already finished, in "
+                       f"{result.seconds:.0f} s")  # fmt: skip
+
+    return total, work
 
 
-def run_render_worker(run_dir: Path, req: dict) -> int:
-    """The worker's body for a batch of renders: render (or continue) and record how it ended."""
+def _render_task(run_dir: Path, req: dict):
     from core.render.dataset import RenderJob
 
     job = RenderJob.from_json(req["render"])
-    reporter = _Reporter(run_dir, job.count, count_from_fraction=True)
-    token = ControlFileToken(run_dir, reporter.pause, reporter.resume)
-    try:
-        run = job.run(progress=reporter.progress, cancel=token)
-    except Cancelled as exc:
-        reporter.write(state="cancelled", message=str(exc))
-        return 0
-    except StudioError as exc:
-        reporter.write(state="failed", message=str(exc))
-        return 1
-    except Exception as exc:  # the page must learn why its batch stopped, whatever it was
-        reporter.write(state="failed", message=f"{type(exc).__name__}: {exc}")
-        raise
-    skipped = "; ".join(f"{i}: {why}" for i, why in run.skipped[:3])
-    reporter.write(state="finished", step=job.count, message=f"finished: {len(run.written)} rendered, "
-                   f"{len(run.kept)} already there, {len(run.skipped)} skipped" + (f" ({skipped})" if skipped else ""))  # fmt: skip
-    return 0
+
+    def work(progress, cancel):
+        run = job.run(progress=progress, cancel=cancel)
+        skipped = "; ".join(f"{i}: {why}" for i, why in run.skipped[:3])
+        return job.count, (f"finished: {len(run.written)} rendered, {len(run.kept)} already there, "
+                           f"{len(run.skipped)} skipped" + (f" ({skipped})" if skipped else ""))  # fmt: skip
+
+    return job.count, work
 
 
 def main(argv: list[str] | None = None) -> int:

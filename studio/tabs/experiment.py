@@ -10,7 +10,6 @@ the table and the plots (rewritten after every finished run).
 from __future__ import annotations
 
 import html
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from core.task.experiment import (
 )
 from core.task.sources import MADE_SOURCES
 from core.train.jobs import request, start_experiment_job
-from core.train.runs import check_run_name
+from core.train.runs import _read_json, check_run_name
 from studio.context import StudioContext
 from studio.errors import shows_errors
 
@@ -167,14 +166,6 @@ class ExperimentController:
         message = info.message or str(job.get("message", ""))
         text = " · ".join(parts)
         return text + (f"  \n{html.escape(message)}" if message else "")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def _clock(seconds: float) -> str:

@@ -4,8 +4,6 @@ errors name the bad value; the dataset folder is never written."""
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import pytest
@@ -16,6 +14,7 @@ from core.errors import InvalidInput  # noqa: E402
 from core.train.runs import read_job  # noqa: E402
 from studio.app import StudioConfig, build_app  # noqa: E402
 from tests.reliability.helpers import tree_digest  # noqa: E402
+from tests.studio.test_train_tab import kill_workers, wait_for  # noqa: E402
 
 FORM = {"make": ["composite"], "folders": "", "ratios": "0,1", "augs": ["none"], "repeats": 2, "steps": 40,
         "size": 32, "width": 4, "depth": 2, "split": "6,3,3", "seed": 0, "device": "cpu"}  # fmt: skip
@@ -36,32 +35,13 @@ def experiments(toy_dataset, tmp_path):
     kill_workers(controller.root)
 
 
-def kill_workers(root) -> None:
-    from core.train.jobs import _pid_alive
-
-    for job in root.glob("*/job.json"):
-        pid = int(read_job(job.parent).get("pid", 0) or 0)
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
-def wait_for(predicate, timeout: float = 240.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_experiment_starts_shows_progress_pauses_cancels_and_resumes(experiments, toy_dataset):
     before = tree_digest(toy_dataset)
     name = experiments.start("exp-a", FORM)
     assert experiments.default_name() == "experiment-1"
     assert experiments.view(name).live
     # the first finished run shows in the status, the table and the plot
-    view = wait_for(lambda: (v := experiments.view(name)).miou_plot and v, what="a finished run")
+    view = wait_for(lambda: (v := experiments.view(name)).miou_plot and v, 240, "a finished run")
     assert "| real only | 0 | none |" in view.table and view.miou_plot.endswith(".png")
     assert "of 6 runs finished" in view.status  # 2 repeats x (real only, composite x1, composite only)
     # pause holds the worker: no run finishes and the job says paused

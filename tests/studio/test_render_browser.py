@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.browser import CHROMIUM, chromium_browser, running_studio
-from tests.studio.test_experiment_tab import kill_workers
 from tests.studio.test_train_browser import _wait_text
+from tests.studio.test_train_tab import kill_workers
 
 pytestmark = [
     pytest.mark.browser,

@@ -13,7 +13,7 @@ from core.errors import InvalidInput  # noqa: E402
 from core.train.runs import read_job  # noqa: E402
 from studio.app import StudioConfig, build_app  # noqa: E402
 from tests.reliability.helpers import tree_digest  # noqa: E402
-from tests.studio.test_experiment_tab import kill_workers, wait_for  # noqa: E402
+from tests.studio.test_train_tab import kill_workers, wait_for  # noqa: E402
 
 FORM = {"meshes": "", "label_classes": "meshes", "dataset_backgrounds": True, "backgrounds": "", "size": 48,
         "samples": 2, "objects_min": 1, "objects_max": 2, "size_min": 0.2, "size_max": 0.4, "distance_min": 4,

@@ -65,6 +65,7 @@ def test_experiment_runs_in_the_background_and_two_pages_share_it(tmp_path):
             other_context = browser.new_context(viewport={"width": 1400, "height": 1200})
             other = other_context.new_page()
             _open_experiments(other, url)
+            _wait_text(other, "#exp-status", r"runs finished", timeout=120_000)  # the load event shows the newest
             other.locator("#exp-pick input").click()
             other.get_by_role("option", name="browser-exp", exact=False).click()
             _wait_text(other, "#exp-status", r"runs finished")

@@ -44,6 +44,7 @@ def test_render_tab_previews_and_renders_a_batch(tmp_path):
             other = other_context.new_page()
             other.goto(url)
             other.get_by_role("tab", name="Render").click()
+            _wait_text(other, "#render-status", r"samples", timeout=120_000)  # the load event shows the newest
             other.locator("#render-pick input").click()
             other.get_by_role("option", name="browser-batch", exact=False).click()
             _wait_text(other, "#render-status", r"finished · 3 of 3 samples", timeout=240_000)

@@ -85,6 +85,8 @@ def test_train_tab_runs_cancels_and_resumes_in_the_browser(tmp_path):
             other = browser.new_context().new_page()
             other.goto(url)
             other.get_by_role("tab", name="Train").click()
+            # the page's load event lists the runs and shows the newest: wait for it (slow on a busy machine)
+            _wait_text(other, "#train-status", r"step \d+ /", timeout=120_000)
             other.locator("#train-run input").click()
             other.get_by_role("option", name=re.compile("browser-run")).click()
             _wait_text(other, "#train-status", "training")

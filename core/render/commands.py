@@ -24,7 +24,7 @@ def add_parsers(sub) -> None:
     r.add_argument("--count", type=int, required=True, metavar="N", help="samples to render")
     r.add_argument("--size", type=int, default=512, help="square side in pixels (default 512)")
     r.add_argument("--samples", type=int, default=None, metavar="SPP",
-                   help="path-tracing samples per pixel (default 32; the label pass always takes one exact ray)")  # fmt: skip
+                   help="path-tracing samples per pixel (default 64; the label pass always takes one exact ray)")  # fmt: skip
     r.add_argument("--seed", type=int, default=0, help="sample i uses seed S + i (default 0)")
     r.add_argument("--backgrounds", default=None, metavar="DIR", help="background-only images (their pixels are class 0)")
     r.add_argument("--data", default=None, metavar="DIR",

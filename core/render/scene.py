@@ -70,7 +70,7 @@ class RenderSettings:
     """
 
     size: tuple[int, int] = (512, 512)
-    samples: int = 32
+    samples: int = 64
     objects: tuple[int, int] = (1, 4)
     object_size: tuple[float, float] = (0.2, 0.5)
     rotation: tuple[float, float] = (0.0, 360.0)

@@ -71,7 +71,7 @@ class RenderController:
         "meshes"), dataset_backgrounds (bool), backgrounds (folder or empty), size, samples, objects_min/max,
         size_min/max, truncation, visible, distance_min/max, elevation_min/max, focal_min/max, lights_max, textures."""
         settings = RenderSettings(
-            size=(int(values["size"]), int(values["size"])), samples=int(values.get("samples") or 32),
+            size=(int(values["size"]), int(values["size"])), samples=int(values.get("samples") or 64),
             objects=(int(values.get("objects_min") or 1), int(values.get("objects_max") or 4)),
             object_size=(float(values.get("size_min") or 0.2), float(values.get("size_max") or 0.5)),
             max_truncation=float(values.get("truncation") if values.get("truncation") is not None else 0.3),
@@ -200,7 +200,7 @@ def build(ctx: StudioContext, demo: gr.Blocks) -> RenderController:
             library = gr.Markdown(elem_id="render-library")
             with gr.Row():
                 size = gr.Dropdown(list(SIZES), value=256, label="Size (px)", elem_id="render-size")
-                samples = gr.Number(value=32, precision=0, minimum=1, label="Samples per pixel", elem_id="render-spp")
+                samples = gr.Number(value=64, precision=0, minimum=1, label="Samples per pixel", elem_id="render-spp")
             with gr.Row():
                 objects_min = gr.Number(value=1, precision=0, minimum=1, label="Objects from", elem_id="render-obj-min")
                 objects_max = gr.Number(value=4, precision=0, minimum=1, label="to", elem_id="render-obj-max")

@@ -301,3 +301,21 @@ def test_the_scalar_variant_gives_the_same_labels(tmp_path):
             a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             b = cv2.imread(str(outs[None] / folder / path.name), cv2.IMREAD_UNCHANGED)
             assert (a == b).mean() > 0.999, (folder, path.name)  # float rounding may flip a pixel on an exact edge
+
+
+@needs_renderer
+def test_denoise_touches_only_the_objects_and_image_textures_render():
+    from core.render.render import render_seed
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (64, 64, 3)).astype(np.uint8)  # a noisy background that a denoiser would smooth
+    base = RenderSettings(size=(64, 64), samples=4, objects=(2, 2), textures=("image",))
+    plain = render_seed(2, base, procedural_library(1), CLASSES, photo, {"kind": "folder"})
+    smooth = render_seed(2, RenderSettings(**{**base.to_json(), "denoise": True}), procedural_library(1), CLASSES,
+                         photo, {"kind": "folder"})  # fmt: skip
+    assert all(o["material"]["texture"]["kind"] == "image" for o in plain.scene["objects"])
+    assert (plain.label_map == smooth.label_map).all() and (plain.instance_map == smooth.instance_map).all()
+    far = cv2.dilate((plain.instance_map > 0).astype(np.uint8), np.ones((5, 5))) == 0  # no coverage at all here
+    assert (smooth.image[far] == plain.image[far]).all() and (smooth.image[far] == photo[far]).all()
+    objects = plain.instance_map > 0
+    assert np.abs(smooth.image[objects].astype(int) - plain.image[objects]).mean() > 0.5  # the objects did change

@@ -21,6 +21,7 @@ outside the objects; ``sample`` (a labelled dataset sample): its label map kept 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import tempfile
 import time
@@ -72,10 +73,10 @@ def rotation_matrix(degrees_xyz) -> np.ndarray:
     return z @ y @ x
 
 
-def placed_vertices(mesh, obj: dict) -> np.ndarray:
-    """``N x 3`` float64 world vertices of ``mesh`` (normalised: largest side 1) scaled, rotated and moved as
-    ``obj`` says."""
-    v = mesh.vertices.astype(np.float64) * float(obj["scale"])
+def placed_vertices(mesh, obj: dict, vertices: np.ndarray | None = None) -> np.ndarray:
+    """``N x 3`` float64 world vertices of ``mesh`` (normalised: largest side 1; or ``vertices`` in its frame)
+    scaled, rotated and moved as ``obj`` says."""
+    v = (mesh.vertices if vertices is None else vertices).astype(np.float64) * float(obj["scale"])
     return v @ rotation_matrix(obj["rotation_deg"]).T + np.asarray(obj["position"], dtype=np.float64)
 
 
@@ -111,13 +112,29 @@ def silhouette_areas(mesh, obj: dict, camera: dict, size: tuple[int, int], pad: 
 # ---- Mitsuba scene dictionaries ----------------------------------------------------------------------------------
 
 
-def _write_ply(path: Path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray) -> None:
-    """A binary little-endian PLY with positions, texture coordinates and triangles."""
+CREASE_DEGREES = 30.0  # edges sharper than this stay sharp; smoother surfaces are shaded smooth
+
+
+@functools.lru_cache(maxsize=256)
+def shading_mesh(mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(vertices N x 3 float64, faces M x 3 int32, unit normals N x 3 float64)`` of ``mesh`` with vertices split
+    along creases sharper than :data:`CREASE_DEGREES`, so a box keeps its edges and a ball shades round. The
+    geometry (every triangle's position) is unchanged, so labels are too."""
+    import trimesh
+
+    tri = trimesh.Trimesh(mesh.vertices.astype(np.float64), mesh.faces, process=False)
+    smooth = trimesh.graph.smooth_shade(tri, angle=math.radians(CREASE_DEGREES), facet_minarea=None)
+    normals = np.asarray(smooth.vertex_normals, dtype=np.float64)
+    return np.asarray(smooth.vertices, dtype=np.float64), np.asarray(smooth.faces, dtype=np.int32), normals
+
+
+def _write_ply(path: Path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, normals: np.ndarray) -> None:
+    """A binary little-endian PLY with positions, normals, texture coordinates and triangles."""
     header = ("ply\nformat binary_little_endian 1.0\n"
               f"element vertex {len(vertices)}\nproperty float x\nproperty float y\nproperty float z\n"
-              "property float u\nproperty float v\n"
+              "property float nx\nproperty float ny\nproperty float nz\nproperty float u\nproperty float v\n"
               f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n")  # fmt: skip
-    vert = np.concatenate([vertices.astype(np.float32), uv.astype(np.float32)], axis=1)
+    vert = np.concatenate([vertices.astype(np.float32), normals.astype(np.float32), uv.astype(np.float32)], axis=1)
     face = np.zeros(len(faces), dtype=[("n", "u1"), ("i", "<i4", (3,))])
     face["n"], face["i"] = 3, faces.astype(np.int32)
     path.write_bytes(header.encode("ascii") + vert.astype("<f4").tobytes() + face.tobytes())
@@ -192,8 +209,10 @@ def _scene_dicts(scene: dict, meshes: dict, folder: Path, textures: dict[int, st
     for obj in scene["objects"]:
         mesh = meshes[obj["mesh"]]
         path = folder / f"object_{obj['instance']}.ply"
-        _write_ply(path, placed_vertices(mesh, obj), mesh.faces, spherical_uv(mesh.vertices))
-        shape = {"type": "ply", "filename": str(path), "face_normals": True}
+        vertices, faces, normals = shading_mesh(mesh)
+        turned = normals @ rotation_matrix(obj["rotation_deg"]).T
+        _write_ply(path, placed_vertices(mesh, obj, vertices), faces, spherical_uv(vertices), turned)
+        shape = {"type": "ply", "filename": str(path), "face_normals": False}
         beauty[f"object_{obj['instance']}"] = {**shape, "bsdf": _bsdf(obj["material"], textures.get(obj["instance"]))}
         code = {"type": "diffuse", "reflectance": _rgb([obj["instance"] / ID_SCALE, 0.0, 0.0])}
         label[f"object_{obj['instance']}"] = {**shape, "bsdf": code}

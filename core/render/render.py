@@ -20,6 +20,7 @@ outside the objects; ``sample`` (a labelled dataset sample): its label map kept 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -222,9 +223,10 @@ def _scene_dicts(scene: dict, meshes: dict, folder: Path, textures: dict[int, st
 def label_pass(label_dict: dict) -> np.ndarray:
     """``H x W uint16`` instance ids (0: no object) from the label scene (one ray per pixel centre)."""
     mi = load_mitsuba()
-    scene = mi.load_dict(label_dict)
-    aov = mi.load_dict({"type": "aov", "aovs": "albedo:albedo"})
-    raw = np.array(mi.render(scene, integrator=aov, spp=1))[..., 0]
+    with _renderer_errors("label pass"):
+        scene = mi.load_dict(label_dict)
+        aov = mi.load_dict({"type": "aov", "aovs": "albedo:albedo"})
+        raw = np.array(mi.render(scene, integrator=aov, spp=1))[..., 0]
     ids = np.rint(raw * ID_SCALE)
     if np.abs(raw * ID_SCALE - ids).max(initial=0) > 1e-3:
         raise RuntimeError("the label pass returned blended ids; the label sensor must take one unjittered sample")
@@ -234,8 +236,19 @@ def label_pass(label_dict: dict) -> np.ndarray:
 def beauty_pass(beauty_dict: dict, seed: int) -> np.ndarray:
     """``H x W x 4 float32`` linear RGB (premultiplied by coverage) and coverage alpha."""
     mi = load_mitsuba()
-    scene = mi.load_dict(beauty_dict)
-    return np.array(mi.render(scene, seed=int(seed) & 0x7FFFFFFF), dtype=np.float32)
+    with _renderer_errors("image"):
+        scene = mi.load_dict(beauty_dict)
+        return np.array(mi.render(scene, seed=int(seed) & 0x7FFFFFFF), dtype=np.float32)
+
+
+@contextlib.contextmanager
+def _renderer_errors(what: str):
+    """Mitsuba's own errors (a mesh it cannot load, a texture it cannot read) as :class:`InvalidInput`, so a batch
+    reports the sample and goes on."""
+    try:
+        yield
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise InvalidInput(f"the renderer failed on this scene's {what}: {str(exc).strip().splitlines()[-1][:300]}") from exc
 
 
 # ---- composing -------------------------------------------------------------------------------------------------

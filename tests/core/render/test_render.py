@@ -319,3 +319,25 @@ def test_denoise_touches_only_the_objects_and_image_textures_render():
     assert (smooth.image[far] == plain.image[far]).all() and (smooth.image[far] == photo[far]).all()
     objects = plain.instance_map > 0
     assert np.abs(smooth.image[objects].astype(int) - plain.image[objects]).mean() > 0.5  # the objects did change
+
+
+@needs_renderer
+def test_a_scene_the_renderer_fails_on_is_reported_and_the_batch_goes_on(tmp_path, monkeypatch):
+    import core.render.render as render_module
+    from core.render.dataset import Background, render_classes, write_renders
+
+    real = render_module.beauty_pass
+    calls = []
+
+    def flaky(beauty_dict, seed):
+        calls.append(seed)
+        if len(calls) == 2:  # the renderer's own error, as Mitsuba raises it
+            beauty_dict = {**beauty_dict, "broken": {"type": "ply", "filename": str(tmp_path / "missing.ply")}}
+        return real(beauty_dict, seed)
+
+    monkeypatch.setattr(render_module, "beauty_pass", flaky)
+    library = procedural_library(variants=1)
+    settings = RenderSettings(size=(32, 32), samples=1, objects=(1, 1))
+    run = write_renders(tmp_path / "out", 3, 0, settings, library, render_classes(library), [Background("plain")])
+    assert run.written == ["render_000000", "render_000002"]
+    assert len(run.skipped) == 1 and "the renderer failed on this scene's image" in run.skipped[0][1]

@@ -18,7 +18,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from core.errors import Cancelled, InvalidInput, StudioError
@@ -76,6 +75,8 @@ def background_pool(backgrounds: str | Path | None = None, store=None) -> list[B
 
 def cover_crop(image: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
     """``image`` (``H x W [x C]``) scaled to cover ``size = (width, height)`` and cropped at its centre."""
+    import cv2  # not at import time: the studio's start-up stays free of OpenCV
+
     w, h = size
     ih, iw = image.shape[:2]
     scale = max(w / iw, h / ih)
@@ -88,6 +89,8 @@ def cover_crop(image: np.ndarray, size: tuple[int, int], nearest: bool = False) 
 
 def plain_backdrop(size: tuple[int, int], seed: int) -> np.ndarray:
     """``H x W x 3 uint8``: a vertical two-colour gradient with soft noise, drawn from ``seed``."""
+    import cv2
+
     w, h = size
     rng = np.random.default_rng([int(seed), 7])
     top, bottom = rng.uniform(30, 230, 3), rng.uniform(30, 230, 3)

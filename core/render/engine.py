@@ -4,13 +4,14 @@ Blender's ``bpy`` wheel pins ``numpy<2`` and exists for Python 3.11 only, so it 
 environment; Mitsuba 3 installs beside numpy 2 from PyPI (``pip install -e ".[render]"``) and was faster per sample
 on this CPU. Variants, best first:
 
-- ``cuda_ad_rgb`` when a CUDA device is present (untested here: no GPU was lent while this was written);
 - ``llvm_ad_rgb`` (vectorised CPU) when a system libLLVM 17 or newer is found: Dr.Jit picks the system's default
   LLVM, and Debian 12's LLVM 15 aborts the process on mesh loading, so :func:`_llvm_library` points Dr.Jit at the
   newest libLLVM >= 17 (Debian: ``apt install libllvm19``) through ``DRJIT_LIBLLVM_PATH``;
 - ``scalar_rgb`` otherwise (about 2x slower per sample, no system dependency).
 
-``SEGSTUDIO_RENDER_VARIANT`` forces one. :func:`load_mitsuba` imports and sets the variant once per process.
+``SEGSTUDIO_RENDER_VARIANT`` forces one, e.g. ``cuda_ad_rgb`` on an NVIDIA GPU: not chosen automatically, since
+it has never run here (no GPU could carry the renderer), and a variant that starts but fails while rendering would
+skip every sample of a batch. :func:`load_mitsuba` imports and sets the variant once per process.
 """
 
 from __future__ import annotations
@@ -51,22 +52,11 @@ def _llvm_library() -> str | None:
     return max(found)[1] if found else None
 
 
-def _cuda_present() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:  # torch is a dependency, but the renderer does not need it
-        return False
-
-
 def choose_variant() -> str:
     """The Mitsuba variant this machine should use (see the module docstring)."""
     forced = os.environ.get("SEGSTUDIO_RENDER_VARIANT")
     if forced:
         return forced
-    if _cuda_present():
-        return "cuda_ad_rgb"
     if os.environ.get("DRJIT_LIBLLVM_PATH") or _llvm_library():
         return "llvm_ad_rgb"
     return "scalar_rgb"

@@ -103,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     from core.task.experiment import (
         SOURCES_DIR,
         ExperimentConfig,
+        count_runs,
         make_experiment_sources,
         parse_names,
         parse_numbers,
-        plan_rows,
         run_experiment,
     )
     from core.task.sources import TRAIN_VIEW
@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     generation = time.perf_counter() - t0
 
     # 3. the experiment
-    rows = plan_rows(replace(config, synthetic=tuple((k, k) for k in config.make_sources), make_sources=()))
-    print(f"experiment: {len(rows)} runs ({len(rows) // args.repeats} rows x {args.repeats} repeats), {args.steps} steps "
+    n_runs = count_runs(config)  # the sources it makes included
+    print(f"experiment: {n_runs} runs ({n_runs // args.repeats} rows x {args.repeats} repeats), {args.steps} steps "
           f"each, {args.size} x {args.size}, U-Net width {args.width} depth {args.depth}, batch {args.batch}",
           flush=True)  # fmt: skip
     last = [0.0]
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"measured: {per_step:.2f} s per training step ({args.size} x {args.size}, batch {args.batch}, width "
               f"{args.width}, device {args.device}, including validation and checkpoints), {overhead:.1f} s per run "
               "for data, views and test evaluation")  # fmt: skip
-        n_full = len(rows) // args.repeats * full["repeats"]
+        n_full = n_runs // args.repeats * full["repeats"]
         estimate = n_full * (full["steps"] * per_step + overhead) + generation
         print(f"estimated full run ({n_full} runs x {full['steps']} steps, {full['repeats']} repeats, the sources "
               f"above): {estimate / 3600:.1f} h at that rate")  # fmt: skip

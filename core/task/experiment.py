@@ -762,16 +762,13 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: Prog
     runs: list[dict] = []
     trained, skipped = [], []
 
-    def write_results() -> None:
-        """``results.json``, and the table and plots of the runs finished so far (a watcher sees them grow)."""
-        doc = {"experiment": config.to_json(), "split": split, "classes": class_names,
-               "versions": _versions(), "notes": views.notes, "runs": runs,
-               "summary": summarize(runs, class_names, rows)}  # fmt: skip
-        atomic_write_text(out_dir / RESULTS_FILE, json.dumps(doc, indent=2) + "\n")
-        finish()
-
-    def finish() -> list[dict]:
+    def write_results() -> list[dict]:
+        """``results.json``, the table and the plots of the runs finished so far (a watcher sees them grow);
+        returns the summary."""
         summary = summarize(runs, class_names, rows)
+        doc = {"experiment": config.to_json(), "split": split, "classes": class_names,
+               "versions": _versions(), "notes": views.notes, "runs": runs, "summary": summary}  # fmt: skip
+        atomic_write_text(out_dir / RESULTS_FILE, json.dumps(doc, indent=2) + "\n")
         total = sum(r["wall_seconds"] for r in runs)
         atomic_write_text(out_dir / TABLE_FILE, render_table(config, split, summary, class_names, total))
         plot_results(summary, config, class_names, out_dir)
@@ -834,8 +831,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: Prog
             write_results()
         raise
     # 4. table and plots
-    write_results()
-    summary = summarize(runs, class_names, rows)
+    summary = write_results()
     report(1.0, f"experiment done: {len(trained)} runs trained, {len(skipped)} already finished")
     return ExperimentResult(out_dir, runs, summary, trained, skipped, time.perf_counter() - began)
 

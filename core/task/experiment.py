@@ -332,10 +332,11 @@ def experiments_root(cache_root: str | Path) -> Path:
 def experiment_info(folder: str | Path) -> ExperimentInfo | None:
     """What an experiment folder holds, or ``None`` when it holds none (no readable settings)."""
     from core.train.jobs import job_state
+    from core.train.runs import REQUEST_FILE
 
     folder = Path(folder)
     doc = None
-    for name, key in ((EXPERIMENT_FILE, None), ("job_request.json", "experiment")):
+    for name, key in ((EXPERIMENT_FILE, None), (REQUEST_FILE, "experiment")):
         try:
             raw = json.loads((folder / name).read_text(encoding="utf-8"))
             doc = raw if key is None else raw.get(key)

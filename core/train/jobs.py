@@ -23,7 +23,7 @@ from pathlib import Path
 from core.errors import Cancelled, InvalidInput, StudioError
 from core.io.atomic import atomic_write_text
 from core.train.config import TrainConfig
-from core.train.runs import CONTROL_FILE, JOB_FILE, read_job
+from core.train.runs import CONTROL_FILE, JOB_FILE, REQUEST_FILE, WORKER_LOG, read_job
 
 ACTIONS = ("run", "pause", "cancel")
 LIVE_STATES = ("starting", "running", "paused")
@@ -144,11 +144,11 @@ def _check_startable(folder: Path, marker: str, resume: bool) -> None:
 def _launch(run_dir: Path, request_doc: dict, steps: int) -> int:
     """Write the request and control files and start the detached worker on ``run_dir``; returns its pid."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / "job_request.json", request_doc)
+    _write_json(run_dir / REQUEST_FILE, request_doc)
     _write_json(run_dir / CONTROL_FILE, {"action": "run", "at": time.time()})
     _write_json(run_dir / JOB_FILE, {"state": "starting", "pid": 0, "step": 0, "steps": steps,
                                      "message": "starting", "updated": time.time()})  # fmt: skip
-    log = open(run_dir / "worker.log", "ab")  # noqa: SIM115 (handed to the child)
+    log = open(run_dir / WORKER_LOG, "ab")  # noqa: SIM115 (handed to the child)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     project_root = Path(__file__).resolve().parents[2]
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(project_root), env.get("PYTHONPATH", "")) if p)
@@ -242,7 +242,7 @@ def run_worker(run_dir: str | Path) -> int:
     """The worker's body: do what ``RUN/job_request.json`` asks (a GAN training, an experiment or a batch of renders)
     and record in ``job.json`` how it ended."""
     run_dir = Path(run_dir)
-    req = json.loads((run_dir / "job_request.json").read_text(encoding="utf-8"))
+    req = json.loads((run_dir / REQUEST_FILE).read_text(encoding="utf-8"))
     task = {"experiment": _experiment_task, "render": _render_task}.get(req.get("task", ""), _train_task)
     steps, work = task(run_dir, req)
     reporter = _Reporter(run_dir, steps, count_from_fraction=task is not _train_task)

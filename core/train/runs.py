@@ -18,6 +18,9 @@ from core.errors import InvalidInput
 RUNS_DIR = "train_runs"
 JOB_FILE = "job.json"
 CONTROL_FILE = "control.json"
+REQUEST_FILE = "job_request.json"  # what the worker was asked to do (core.train.jobs)
+WORKER_LOG = "worker.log"
+JOB_FILES = (JOB_FILE, CONTROL_FILE, REQUEST_FILE, WORKER_LOG)  # what a background job keeps in its folder
 # job states: a worker is working on it / waiting while paused / stopped by the user / reached its steps /
 # stopped by an error / no job ever ran (e.g. a CLI run) / a worker's state says running but the worker is gone
 STATES = ("starting", "running", "paused", "cancelled", "finished", "failed", "idle", "stopped")

@@ -33,7 +33,7 @@ from core.task.experiment import (
 )
 from core.task.sources import MADE_SOURCES
 from core.train.jobs import request, start_experiment_job
-from core.train.runs import _read_json, check_run_name
+from core.train.runs import JOB_FILE, _read_json, check_run_name, read_job
 from studio.context import StudioContext
 from studio.errors import shows_errors
 
@@ -135,7 +135,7 @@ class ExperimentController:
             return ()
         folder = self.root / name
         stamps = []
-        for rel in ("job.json", RESULTS_FILE, TABLE_FILE, MIOU_PLOT):
+        for rel in (JOB_FILE, RESULTS_FILE, TABLE_FILE, MIOU_PLOT):
             try:
                 stamps.append((folder / rel).stat().st_mtime_ns)
             except OSError:
@@ -156,7 +156,7 @@ class ExperimentController:
                               info.state == "paused", not live and info.finished_runs < info.total_runs)  # fmt: skip
 
     def status_text(self, info: ExperimentInfo, folder: Path) -> str:
-        job = _read_json(folder / "job.json")
+        job = read_job(folder)
         parts = [f"**{STATE_WORDS.get(info.state, info.state)}**",
                  f"{info.finished_runs} of {info.total_runs} runs finished"]  # fmt: skip
         seconds = [float(r.get("wall_seconds", 0)) for r in _read_json(folder / RESULTS_FILE).get("runs", [])]

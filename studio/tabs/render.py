@@ -20,11 +20,11 @@ import gradio as gr
 import numpy as np
 
 from core.errors import InvalidInput
-from core.render.dataset import RenderJob, load_background
+from core.render.dataset import MANIFEST, RenderJob, load_background
 from core.render.engine import INSTALL_HINT, renderer_installed
 from core.render.scene import TEXTURES, RenderSettings
 from core.train.jobs import job_state, request, start_render_job
-from core.train.runs import check_run_name, read_job
+from core.train.runs import JOB_FILE, REQUEST_FILE, check_run_name, read_job
 from studio.context import StudioContext
 from studio.errors import shows_errors
 
@@ -48,7 +48,7 @@ class RenderController:
     def batches(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        found = [p for p in self.root.iterdir() if (p / "job.json").is_file() or (p / "manifest.jsonl").is_file()]
+        found = [p for p in self.root.iterdir() if (p / JOB_FILE).is_file() or (p / MANIFEST).is_file()]
         return [p.name for p in sorted(found, key=lambda p: p.stat().st_ctime, reverse=True)]
 
     def choices(self) -> list[tuple[str, str]]:
@@ -129,7 +129,7 @@ class RenderController:
 
     def resume(self, name: str) -> str:
         folder = self.folder(name)
-        req = json.loads((folder / "job_request.json").read_text(encoding="utf-8"))
+        req = json.loads((folder / REQUEST_FILE).read_text(encoding="utf-8"))
         start_render_job(RenderJob.from_json(req["render"]), resume=True)
         return f"continuing {name}"
 
@@ -142,7 +142,7 @@ class RenderController:
         if not name:
             raise InvalidInput("no batch is chosen; start one or pick one from the list")
         path = self.root / check_run_name(name)
-        if not (path / "job_request.json").is_file():
+        if not (path / REQUEST_FILE).is_file():
             raise InvalidInput(f"there is no batch named {name!r} in {self.root}")
         return path
 

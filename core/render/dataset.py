@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +25,10 @@ from core.errors import Cancelled, InvalidInput, StudioError
 from core.io.atomic import atomic_write_text
 from core.progress import CancelToken, ProgressFn, no_progress
 from core.render.scene import RenderSettings
+from core.train.runs import JOB_FILES
 
 MANIFEST = "manifest.jsonl"
-# what a background job (core.train.jobs) keeps beside the renders it writes
-JOB_FILES = ("job.json", "control.json", "job_request.json", "worker.log")
+FLUSH_EVERY, FLUSH_SECONDS = 16, 10.0
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -121,11 +122,25 @@ def load_background(background: Background, size: tuple[int, int], seed: int, st
     return cover_crop(load_image(background.path), size), None, background.doc()
 
 
-def _done_ids(out: Path) -> set[str]:
-    manifest = out / MANIFEST
-    if not manifest.is_file():
-        return set()
-    return {json.loads(line)["id"] for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()}
+class _Manifest:
+    """Manifest lines written in batches: the file is rewritten atomically every :data:`FLUSH_EVERY` samples or
+    :data:`FLUSH_SECONDS`, and when the batch ends or stops (rewriting it per sample cost the whole file each time). A
+    killed process leaves the old or the new file and loses at most the last few lines; a rerun renders those samples
+    again, byte for byte."""
+
+    def __init__(self, path: Path):
+        self.path, self.pending, self.flushed_at = path, [], time.monotonic()
+
+    def add(self, record: dict) -> None:
+        self.pending.append(json.dumps(record, sort_keys=True) + "\n")
+        if len(self.pending) >= FLUSH_EVERY or time.monotonic() - self.flushed_at >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            old = self.path.read_text(encoding="utf-8") if self.path.is_file() else ""
+            atomic_write_text(self.path, old + "".join(self.pending))
+        self.pending, self.flushed_at = [], time.monotonic()
 
 
 def write_sample(out: Path, sample_id: str, result, classes) -> None:
@@ -178,6 +193,7 @@ def write_renders(out: str | Path, count: int, seed: int, settings: RenderSettin
         InvalidInput: ``out`` holds another dataset's files (a manifest of other classes).
         Cancelled: ``cancel`` was set (the finished samples stay; a rerun continues).
     """
+    from core.labels.recombine import read_manifest
     from core.render.engine import active_variant, renderer_version
     from core.render.render import render_seed
 
@@ -187,34 +203,38 @@ def write_renders(out: str | Path, count: int, seed: int, settings: RenderSettin
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "classes.json").is_file():
         classes.save(out / "classes.json")
-    done = _done_ids(out)
+    done = set(read_manifest(out))
     report = progress or no_progress
     mesh_sums = {m.name: m.sha256 for group in library.by_class.values() for m in group}
     run = RenderRun(out, [], [], [])
-    for i in range(count):
-        sample_id = f"render_{i:06d}"
-        if sample_id in done:
-            run.kept.append(sample_id)
-            continue
-        if cancel is not None and cancel.cancelled:
-            raise Cancelled(f"rendering was cancelled after {len(run.written)} new samples; rerun to continue")
-        report(i / max(count, 1), f"rendering {sample_id} ({i + 1}/{count})")
-        sample_seed = seed + i
-        background = pool[int(np.random.default_rng([sample_seed, 11]).integers(len(pool)))]
-        try:
-            image, labels, doc = load_background(background, settings.size, sample_seed, store)
-            result = render_seed(sample_seed, settings, library, class_names, image, doc, labels, cancel)
-        except Cancelled:
-            raise
-        except StudioError as exc:
-            run.skipped.append((sample_id, f"{background.path or background.kind}: {exc}"))
-            continue
-        write_sample(out, sample_id, result, classes)
-        record = {"id": sample_id, "index": i, "seed": sample_seed, "scene": result.scene,
-                  "meshes": {o["mesh"]: mesh_sums[o["mesh"]] for o in result.scene["objects"]},
-                  "settings": settings.to_json(), "renderer": {"variant": active_variant(), "version": renderer_version()}}  # fmt: skip
-        _append(out / MANIFEST, record)
-        run.written.append(sample_id)
+    manifest = _Manifest(out / MANIFEST)
+    try:
+        for i in range(count):
+            sample_id = f"render_{i:06d}"
+            if sample_id in done:
+                run.kept.append(sample_id)
+                continue
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled(f"rendering was cancelled after {len(run.written)} new samples; rerun to continue")
+            report(i / max(count, 1), f"rendering {sample_id} ({i + 1}/{count})")
+            sample_seed = seed + i
+            background = pool[int(np.random.default_rng([sample_seed, 11]).integers(len(pool)))]
+            try:
+                image, labels, doc = load_background(background, settings.size, sample_seed, store)
+                result = render_seed(sample_seed, settings, library, class_names, image, doc, labels, cancel)
+            except Cancelled:
+                raise
+            except StudioError as exc:
+                run.skipped.append((sample_id, f"{background.path or background.kind}: {exc}"))
+                continue
+            write_sample(out, sample_id, result, classes)
+            record = {"id": sample_id, "index": i, "seed": sample_seed, "scene": result.scene,
+                      "meshes": {o["mesh"]: mesh_sums[o["mesh"]] for o in result.scene["objects"]},
+                      "settings": settings.to_json(), "renderer": {"variant": active_variant(), "version": renderer_version()}}  # fmt: skip
+            manifest.add(record)
+            run.written.append(sample_id)
+    finally:
+        manifest.flush()
     report(1.0, f"rendered {len(run.written)} samples ({len(run.kept)} kept, {len(run.skipped)} skipped)")
     return run
 
@@ -227,14 +247,10 @@ def _check_output(out: Path, class_names: list[str]) -> None:
         names = list(ClassSet.load(classes_file).names)
         if names != list(class_names):
             raise InvalidInput(f"{out} holds renders of other classes ({names}); choose another output folder")
-    elif out.is_dir() and any(p.name not in JOB_FILES for p in out.iterdir()):
+    elif out.is_dir() and any(p.name not in JOB_FILES for p in out.iterdir()):  # a background job's own files
         raise InvalidInput(f"{out} is not empty and holds no renders; choose an empty or new output folder")
 
 
-def _append(manifest: Path, record: dict) -> None:
-    """Add one line to the manifest (rewritten atomically: a killed process leaves the old or the new file)."""
-    old = manifest.read_text(encoding="utf-8") if manifest.is_file() else ""
-    atomic_write_text(manifest, old + json.dumps(record, sort_keys=True) + "\n")
 
 
 @dataclass(frozen=True)

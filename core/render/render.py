@@ -210,9 +210,10 @@ def _scene_dicts(scene: dict, meshes: dict, folder: Path, textures: dict[int, st
     for obj in scene["objects"]:
         mesh = meshes[obj["mesh"]]
         path = folder / f"object_{obj['instance']}.ply"
-        vertices, faces, normals = shading_mesh(mesh)
-        turned = normals @ rotation_matrix(obj["rotation_deg"]).T
-        _write_ply(path, placed_vertices(mesh, obj, vertices), faces, spherical_uv(vertices), turned)
+        if not path.is_file():  # an object keeps its placement through settling: its file is written once
+            vertices, faces, normals = shading_mesh(mesh)
+            turned = normals @ rotation_matrix(obj["rotation_deg"]).T
+            _write_ply(path, placed_vertices(mesh, obj, vertices), faces, spherical_uv(vertices), turned)
         shape = {"type": "ply", "filename": str(path), "face_normals": False}
         beauty[f"object_{obj['instance']}"] = {**shape, "bsdf": _bsdf(obj["material"], textures.get(obj["instance"]))}
         code = {"type": "diffuse", "reflectance": _rgb([obj["instance"] / ID_SCALE, 0.0, 0.0])}

@@ -42,3 +42,14 @@ def require_all(checks: list[tuple[bool, str]], prefix: str = "") -> None:
     for ok, message in checks:
         if not ok:
             raise InvalidInput(f"{prefix}: {message}" if prefix else message)
+
+
+def refuse_unknown_keys(cls, doc: dict, subject: str) -> None:
+    """Raise :class:`InvalidInput` when ``doc`` has keys that are not fields of the dataclass ``cls``
+    (``"<subject> unknown keys [...]; accepted: [...]"``, ``subject`` e.g. ``"training config has"``)."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise InvalidInput(f"{subject} unknown keys {unknown}; accepted: {sorted(known)}")

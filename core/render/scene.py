@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from core.errors import InvalidInput, require_all
+from core.errors import InvalidInput, refuse_unknown_keys, require_all
 
 SCENE_VERSION = 1
 SENSOR_MM = 36.0
@@ -157,10 +157,7 @@ class RenderSettings:
 
     @classmethod
     def from_json(cls, doc: dict) -> RenderSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(doc) - known)
-        if unknown:
-            raise InvalidInput(f"render settings have unknown keys {unknown}; accepted: {sorted(known)}")
+        refuse_unknown_keys(cls, doc, "render settings have")
         return cls(**doc)
 
 

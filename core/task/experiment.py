@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import Cancelled, InvalidInput, require_all
+from core.errors import Cancelled, InvalidInput, refuse_unknown_keys, require_all
 from core.io.atomic import atomic_write, atomic_write_text
 from core.progress import CancelToken, ProgressFn, no_progress
 from core.task.data import OVERFLOW, parse_augmentation, parse_split
@@ -198,10 +198,7 @@ class ExperimentConfig:
 
     @classmethod
     def from_json(cls, doc: dict) -> ExperimentConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(doc) - known)
-        if unknown:
-            raise InvalidInput(f"experiment config has unknown keys {unknown}; accepted: {sorted(known)}")
+        refuse_unknown_keys(cls, doc, "experiment config has")
         return cls(**{**doc, "synthetic": tuple(tuple(p) for p in doc.get("synthetic", ()))})
 
 

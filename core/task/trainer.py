@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import Cancelled, InvalidInput, require_all
+from core.errors import Cancelled, InvalidInput, refuse_unknown_keys, require_all
 from core.io.atomic import atomic_write, atomic_write_text
 from core.progress import CancelToken, ProgressFn, no_progress
 from core.task.data import OVERFLOW, SegData, parse_augmentation, parse_split
@@ -139,10 +139,7 @@ class SegmenterConfig:
     @classmethod
     def from_json(cls, doc: dict) -> SegmenterConfig:
         """Read a config written by :meth:`to_json`; unknown keys are refused."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(doc) - known)
-        if unknown:
-            raise InvalidInput(f"segmenter config has unknown keys {unknown}; accepted: {sorted(known)}")
+        refuse_unknown_keys(cls, doc, "segmenter config has")
         return cls(**doc)
 
     def replace(self, **changes) -> SegmenterConfig:

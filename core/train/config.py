@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
-from core.errors import InvalidInput, require_all
+from core.errors import refuse_unknown_keys, require_all
 
 KINDS = ("label2image", "pair")
 SIZES = (8, 16, 32, 64, 128, 256, 512)
@@ -126,10 +126,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, doc: dict) -> TrainConfig:
         """Read a config written by :meth:`to_json`; unknown keys are refused."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(doc) - known)
-        if unknown:
-            raise InvalidInput(f"training config has unknown keys {unknown}; accepted: {sorted(known)}")
+        refuse_unknown_keys(cls, doc, "training config has")
         return cls(**doc)
 
     def replace(self, **changes) -> TrainConfig:

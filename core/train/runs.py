@@ -120,3 +120,13 @@ def list_runs(root: str | Path) -> list[RunInfo]:
         return []
     found = [info for child in root.iterdir() if child.is_dir() and (info := run_info(child)) is not None]
     return sorted(found, key=lambda r: r.path.stat().st_ctime, reverse=True)
+
+
+def free_name(root: str | Path, stem: str) -> str:
+    """The first ``<stem>-1``, ``<stem>-2``, ... that names nothing in ``root`` (a default for a new run's name)."""
+    root = Path(root)
+    taken = {p.name for p in root.iterdir()} if root.is_dir() else set()
+    n = 1
+    while f"{stem}-{n}" in taken:
+        n += 1
+    return f"{stem}-{n}"

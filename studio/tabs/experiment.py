@@ -33,7 +33,7 @@ from core.task.experiment import (
 )
 from core.task.sources import MADE_SOURCES
 from core.train.jobs import request, start_experiment_job
-from core.train.runs import JOB_FILE, _read_json, check_run_name, read_job
+from core.train.runs import JOB_FILE, _read_json, check_run_name, free_name, read_job
 from studio.context import StudioContext
 from studio.errors import shows_errors
 
@@ -84,11 +84,7 @@ class ExperimentController:
         return path
 
     def default_name(self) -> str:
-        taken = {p.name for p in self.root.iterdir()} if self.root.is_dir() else set()
-        n = 1
-        while f"experiment-{n}" in taken:
-            n += 1
-        return f"experiment-{n}"
+        return free_name(self.root, "experiment")
 
     def config_from_form(self, values: dict) -> ExperimentConfig:
         """The :class:`ExperimentConfig` for the opened dataset from the form's values.

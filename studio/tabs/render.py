@@ -24,7 +24,7 @@ from core.render.dataset import MANIFEST, RenderJob, load_background
 from core.render.engine import INSTALL_HINT, renderer_installed
 from core.render.scene import TEXTURES, RenderSettings
 from core.train.jobs import job_state, request, start_render_job
-from core.train.runs import JOB_FILE, REQUEST_FILE, check_run_name, read_job
+from core.train.runs import JOB_FILE, REQUEST_FILE, check_run_name, free_name, read_job
 from studio.context import StudioContext
 from studio.errors import shows_errors
 
@@ -60,11 +60,7 @@ class RenderController:
         return out
 
     def default_name(self) -> str:
-        taken = set(self.batches())
-        n = 1
-        while f"renders-{n}" in taken:
-            n += 1
-        return f"renders-{n}"
+        return free_name(self.root, "renders")
 
     def job_from_form(self, values: dict, name: str = "preview", count: int = 1, seed: int = 0) -> RenderJob:
         """A :class:`RenderJob` from the form. ``values``: meshes (folder or empty), label_classes ("dataset" or

@@ -19,7 +19,7 @@ import gradio as gr
 from core.errors import InvalidInput
 from core.train.config import SIZES, TrainConfig
 from core.train.jobs import is_live, request, start_job
-from core.train.runs import RunInfo, check_run_name, list_runs, read_job, run_info, runs_root
+from core.train.runs import RunInfo, check_run_name, free_name, list_runs, read_job, run_info, runs_root
 from studio.context import StudioContext
 from studio.errors import shows_errors
 
@@ -113,12 +113,7 @@ class TrainController:
         return path
 
     def default_name(self, kind: str, size: int) -> str:
-        stem = f"{kind}-{int(size)}"
-        taken = {p.name for p in self.runs_dir.iterdir()} if self.runs_dir.is_dir() else set()
-        n = 1
-        while f"{stem}-{n}" in taken:
-            n += 1
-        return f"{stem}-{n}"
+        return free_name(self.runs_dir, f"{kind}-{int(size)}")
 
     def config_from_form(self, values: dict) -> TrainConfig:
         """A :class:`TrainConfig` for the opened dataset from the form's values (empty ones keep the defaults)."""
